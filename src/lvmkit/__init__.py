@@ -1,0 +1,38 @@
+"""lvmkit: deep latent-variable models for scientific data.
+
+The Python API mirrors the CLI::
+
+    import lvmkit
+    cfg = lvmkit.load_config("configs/vae_digits.toml", ["train.epochs=5"])
+    run = lvmkit.train(cfg)             # a run directory
+    lvmkit.evaluate(run, k=1000)        # RUN/eval.json
+    lvmkit.write_report(run)            # RUN/report.html
+"""
+__version__ = "0.1.0"
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import (DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig, apply_overrides,
+                     load_config, make_config)
+from .corruption import CORRUPTIONS
+from .data import SOURCES, Dataset, Split, load_data
+from .distributions import kl_normal, kl_std_normal, log_normal, log_std_normal, logmeanexp, reparameterize
+from .errors import CheckpointError, ConfigError, DataError, LvmkitError, TrainingDiverged
+from .evaluate import evaluate
+from .kinds import MODEL_KINDS
+from .likelihoods import LIKELIHOODS
+from .mmd import KERNELS, mmd2_rbf_gaussians, mmd2_unbiased
+from .model import LatentVariableModel, LossOutput, build_model
+from .networks import NETWORKS
+from .regularizers import REGULARIZERS
+from .registry import Registry
+from .run import Run
+from .train import resume, train
+
+__all__ = [
+    "CORRUPTIONS", "KERNELS", "LIKELIHOODS", "MODEL_KINDS", "NETWORKS", "REGULARIZERS", "SOURCES",
+    "CheckpointError", "ConfigError", "DataConfig", "DataError", "Dataset", "EvalConfig", "ExperimentConfig",
+    "LatentVariableModel", "LossOutput", "LvmkitError", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",
+    "TrainingDiverged", "apply_overrides", "build_model", "evaluate", "kl_normal", "kl_std_normal", "load_checkpoint",
+    "load_config", "load_data", "log_normal", "log_std_normal", "logmeanexp", "make_config", "mmd2_rbf_gaussians",
+    "mmd2_unbiased", "reparameterize", "resume", "save_checkpoint", "train", "__version__",
+]

@@ -1,0 +1,32 @@
+"""Model kinds are presets of the same composed parts, not classes.
+
+A kind fills the model fields a config leaves unset; anything set explicitly wins. So a
+beta-VAE is ``kind = "vae"`` with ``beta = 4`` just as well as ``kind = "beta-vae"``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .registry import Registry
+
+MODEL_KINDS: Registry[dict[str, Any]] = Registry("model kind")
+
+MODEL_KINDS.register("ae")(
+    {"regularizer": "none", "stochastic": False, "corruption": "none", "noise": 0.0}
+)
+MODEL_KINDS.register("dae")(
+    {"regularizer": "none", "stochastic": False, "corruption": "gaussian", "noise": 0.3}
+)
+MODEL_KINDS.register("vae")(
+    {"regularizer": "kl", "stochastic": True, "beta": 1.0, "corruption": "none", "noise": 0.0}
+)
+MODEL_KINDS.register("beta-vae")(
+    {"regularizer": "kl", "stochastic": True, "beta": 4.0, "corruption": "none", "noise": 0.0}
+)
+# InfoVAE / MMD-VAE (Zhao et al. 2017): reconstruction + lambda * MMD(q(z), p(z)).
+MODEL_KINDS.register("infovae")(
+    {"regularizer": "mmd", "stochastic": True, "mmd_weight": 10.0, "corruption": "none", "noise": 0.0}
+)
+
+# Values used when neither the config nor the kind sets a field.
+FALLBACKS: dict[str, Any] = {"beta": 1.0, "mmd_weight": 10.0}

@@ -1,0 +1,86 @@
+"""Latent regularizers: what turns an autoencoder into a VAE, beta-VAE or InfoVAE."""
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import Tensor, nn
+
+from .distributions import kl_std_normal
+from .mmd import mmd2_unbiased
+from .registry import Registry
+from .schedules import linear_warmup
+
+REGULARIZERS: Registry = Registry("regularizer")
+
+
+class Regularizer(nn.Module, abc.ABC):
+    """Interface: a penalty on the codes of one batch."""
+
+    #: Whether the penalty is the KL term of an ELBO (so the loss is a negative ELBO at weight 1).
+    is_kl: bool = False
+
+    @abc.abstractmethod
+    def forward(
+        self, z: Tensor, mean: Tensor, logvar: Tensor | None, step: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return (weighted penalty, batch mean; unweighted named terms for logging).
+
+        Args:
+            z: sampled codes (batch, latent); equal to ``mean`` for deterministic encoders.
+            mean, logvar: the posterior's parameters (``logvar`` is None when deterministic).
+            step: the optimisation step, for weight schedules.
+        """
+
+
+@REGULARIZERS.register("none")
+class NoRegularizer(Regularizer):
+    """A plain autoencoder's latent space is left free."""
+
+    @classmethod
+    def from_config(cls, cfg) -> "NoRegularizer":
+        return cls()
+
+    def forward(self, z, mean, logvar, step):
+        return z.new_zeros(()), {}
+
+
+@REGULARIZERS.register("kl")
+class KLRegularizer(Regularizer):
+    """beta * KL(q(z|x) || N(0, I)), beta ramped up over ``warmup_steps`` (Higgins et al. 2017)."""
+
+    is_kl = True
+
+    def __init__(self, beta: float = 1.0, warmup_steps: int = 0) -> None:
+        super().__init__()
+        self.beta = beta
+        self.warmup_steps = warmup_steps
+
+    @classmethod
+    def from_config(cls, cfg) -> "KLRegularizer":
+        return cls(cfg.beta, cfg.warmup_steps)
+
+    def forward(self, z, mean, logvar, step):
+        kl = kl_std_normal(mean, logvar).mean()
+        return self.beta * linear_warmup(step, self.warmup_steps) * kl, {"kl": kl}
+
+
+@REGULARIZERS.register("mmd")
+class MMDRegularizer(Regularizer):
+    """lambda * MMD^2(q(z), N(0, I)) on the batch's codes (InfoVAE, Zhao et al. 2017; WAE-MMD)."""
+
+    def __init__(self, weight: float = 10.0, kernel: str = "imq", scale: float = 1.0, warmup_steps: int = 0) -> None:
+        super().__init__()
+        self.weight = weight
+        self.kernel = kernel
+        self.scale = scale
+        self.warmup_steps = warmup_steps
+
+    @classmethod
+    def from_config(cls, cfg) -> "MMDRegularizer":
+        return cls(cfg.mmd_weight, cfg.mmd_kernel, cfg.mmd_scale, cfg.warmup_steps)
+
+    def forward(self, z, mean, logvar, step):
+        prior = torch.randn_like(z)
+        mmd = mmd2_unbiased(z, prior, self.kernel, self.scale)
+        return self.weight * linear_warmup(step, self.warmup_steps) * mmd, {"mmd": mmd}
