@@ -9,7 +9,7 @@ import torch
 
 from .data import batches
 from .run import Run
-from .train import mean_loss, resolve_device
+from .train import FULL_WEIGHT_STEP, mean_loss, resolve_device
 
 
 def evaluate(run: Run | str | Path, k: int | None = None, *, batch_size: int | None = None,
@@ -33,7 +33,7 @@ def evaluate(run: Run | str | Path, k: int | None = None, *, batch_size: int | N
     test = test.to(dev)
     torch.manual_seed(run.config.train.seed + 1)
     result: dict = {"n_test": len(test), "data": run.config.data.name, "binarize": run.config.data.binarize}
-    result.update({f"test_{name}": v for name, v in mean_loss(model, test, 0, 256).items()})
+    result.update({f"test_{name}": v for name, v in mean_loss(model, test, FULL_WEIGHT_STEP, 256).items()})
 
     sq, n = 0.0, 0
     for xb, _ in batches(test, 256, shuffle=False):

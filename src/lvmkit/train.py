@@ -31,6 +31,11 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+# Validation and evaluation score the objective at full regularizer weight (past any warm-up),
+# so early stopping compares like with like while a KL weight is still ramping up.
+FULL_WEIGHT_STEP = 2**62
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     # Every epoch draws its shuffling, binarization and sampling noise from its own seed, so a
     # run resumed at an epoch boundary replays exactly what an uninterrupted run does.
@@ -148,7 +153,7 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - t0
-            val_terms = mean_loss(self.model, self.data.val, self.step, max(cfg.batch_size, 256))
+            val_terms = mean_loss(self.model, self.data.val, FULL_WEIGHT_STEP, max(cfg.batch_size, 256))
             self.epoch += 1
             seconds = time.perf_counter() - t0
             record = {"epoch": self.epoch, "step": self.step, "seconds": round(seconds, 4),

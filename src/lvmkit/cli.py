@@ -1,0 +1,143 @@
+"""The ``lvmkit`` command: one subcommand per task, each a thin wrapper over the Python API.
+
+Expected errors (bad config, missing data, corrupted checkpoint...) print one line on stderr
+and exit with status 2; no traceback.
+"""
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from .errors import LvmkitError
+
+app = typer.Typer(
+    name="lvmkit",
+    help="Deep latent-variable models for scientific data: train, evaluate, sample, report.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+SetOpt = Annotated[List[str], typer.Option("--set", "-s", help="Override a config field: section.key=value (repeatable).")]
+
+
+def bundled_config(name: str) -> Path:
+    """Path of a config shipped with the package (the same files as the repository's configs/)."""
+    return Path(str(resources.files("lvmkit") / "configs" / name))
+
+
+@app.command()
+def train(
+    config: Annotated[Optional[Path], typer.Argument(help="Experiment TOML file.")] = None,
+    set_: SetOpt = [],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default: runs/KIND-DATA-TIME).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this run from its last checkpoint.")] = None,
+    report: Annotated[bool, typer.Option(help="Write report.html when training ends.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress.")] = False,
+) -> None:
+    """Train a model; prints the run directory."""
+    from . import config as _config
+    from . import train as _train
+
+    if resume is not None:
+        if config is not None or set_ or out is not None:
+            raise LvmkitError("--resume continues a run with its own config; do not pass CONFIG, --set or --out with it.")
+        run = _train.resume(resume, progress=not quiet, report=report)
+    else:
+        cfg = _config.load_config(config, set_)
+        run = _train.train(cfg, out, progress=not quiet, report=report)
+    typer.echo(str(run.path))
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    k: Annotated[Optional[int], typer.Option("--k", help="Importance samples per example (default: eval.k of the run's config).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Examples per importance-sampling batch.")] = None,
+    max_examples: Annotated[Optional[int], typer.Option(help="Evaluate only the first N test examples.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto (default: the run's train.device).")] = None,
+) -> None:
+    """Evaluate on the test split; writes RUN/eval.json."""
+    from .evaluate import evaluate as _evaluate
+
+    if k is not None and k <= 0:
+        raise LvmkitError(f"--k must be a positive number of importance samples, got {k}.")
+    res = _evaluate(run, k, batch_size=batch_size, max_examples=max_examples, device=device)
+    for key, v in res.items():
+        typer.echo(f"{key:>24}  {v:.6g}" if isinstance(v, float) else f"{key:>24}  {v}")
+    typer.echo(str(Path(run) / "eval.json"))
+
+
+@app.command()
+def sample(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    n: Annotated[int, typer.Option("--n", help="Number of samples.")] = 64,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .png grid, .npy or .csv.")] = Path("samples.png"),
+    seed: Annotated[int, typer.Option(help="Random seed of the prior draws.")] = 0,
+) -> None:
+    """Sample from the prior of a trained run."""
+    from .sample import sample as _sample
+
+    _sample(run, n, out, seed=seed)
+    typer.echo(str(out))
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    embedding: Annotated[str, typer.Option(help="2-D view of latents wider than 2: pca or tsne.")] = "pca",
+) -> None:
+    """Write RUN/report.html (figures embedded) and print its path."""
+    from .report import write_report
+
+    if embedding not in ("pca", "tsne"):
+        raise LvmkitError(f"--embedding must be 'pca' or 'tsne', got {embedding!r}.")
+    typer.echo(str(write_report(run, embedding=embedding)))
+
+
+@app.command()
+def demo(
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory.")] = None,
+    set_: SetOpt = [],
+    k: Annotated[int, typer.Option("--k", help="Importance samples for the likelihood estimate.")] = 1000,
+) -> None:
+    """The main job on the bundled digits: train a VAE, evaluate it, write the report."""
+    from . import config as _config
+    from .evaluate import evaluate as _evaluate
+    from .report import write_report
+    from .train import train as _train
+
+    cfg = _config.load_config(bundled_config("vae_digits.toml"), set_)
+    run = _train(cfg, out, progress=True)
+    typer.echo(f"run directory: {run.path}", err=True)
+    res = _evaluate(run, k)
+    if "nll" in res:
+        typer.echo(f"test ELBO {res['test_elbo']:.3f} nats, importance-weighted log p(x) (k={k}) {res['log_likelihood']:.3f} nats", err=True)
+    path = write_report(run)
+    typer.echo(f"report: {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning expected errors into one line and exit status 2.
+
+    Usage errors (unknown option, missing argument) are worded by typer and also exit 2.
+    """
+    try:
+        app(args=argv, prog_name="lvmkit")
+    except SystemExit as ex:
+        return ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
+    except LvmkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; a run can be continued with 'lvmkit train --resume RUN'", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

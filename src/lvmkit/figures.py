@@ -1,0 +1,115 @@
+"""Figures of a run, each a function returning a matplotlib Figure (Agg backend, no display)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def image_grid(images: np.ndarray, ncols: int) -> np.ndarray:
+    """Tile (N, C, H, W) images in [0, 1] into one (rows*H, ncols*W[, C]) array, 1-pixel gaps."""
+    n, c, h, w = images.shape
+    nrows = int(np.ceil(n / ncols))
+    grid = np.ones((nrows * (h + 1) - 1, ncols * (w + 1) - 1, c), dtype=np.float32)
+    for i in range(n):
+        r, q = divmod(i, ncols)
+        grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = images[i].transpose(1, 2, 0)
+    return grid[..., 0] if c == 1 else grid[..., :3]
+
+
+def _show(ax, grid: np.ndarray) -> None:
+    ax.imshow(np.clip(grid, 0, 1), cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+
+
+def loss_curves(metrics: list[dict]) -> Figure:
+    """Training and validation loss per epoch, and each term of the objective."""
+    epochs = [m["epoch"] for m in metrics]
+    terms = sorted({k[len("train_"):] for m in metrics for k in m if k.startswith("train_") and k != "train_seconds"} - {"loss"})
+    fig, axes = plt.subplots(1, 1 + len(terms), figsize=(4 * (1 + len(terms)), 3.2), squeeze=False)
+    for ax, term in zip(axes[0], ["loss", *terms]):
+        for split, style in (("train", "-"), ("val", "--")):
+            ys = [m.get(f"{split}_{term}") for m in metrics]
+            if any(y is not None for y in ys):
+                ax.plot(epochs, ys, style, marker="o" if len(epochs) < 30 else None, ms=3, label=split)
+        ax.set_title(term)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def reconstructions(inputs: np.ndarray, recons: np.ndarray) -> Figure:
+    """Inputs (top row of each pair) above their reconstructions."""
+    if inputs.ndim == 4:
+        n = len(inputs)
+        ncols = min(n, 16)
+        fig, axes = plt.subplots(2, 1, figsize=(ncols * 0.7, 1.7))
+        _show(axes[0], image_grid(inputs, ncols))
+        axes[0].set_title("inputs", fontsize=9)
+        _show(axes[1], image_grid(recons, ncols))
+        axes[1].set_title("reconstructions", fontsize=9)
+        return fig
+    k = min(len(inputs), 6)
+    fig, axes = plt.subplots(1, k, figsize=(2.5 * k, 2.4), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        ax.plot(inputs[i], "o-", ms=2, label="input")
+        ax.plot(recons[i], "x--", ms=2, label="reconstruction")
+        ax.set_xlabel("feature")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def samples(x: np.ndarray, data: np.ndarray | None = None) -> Figure:
+    """Samples from the prior: an image grid, or a scatter of two features beside the data."""
+    if x.ndim == 4:
+        ncols = int(np.ceil(np.sqrt(len(x))))
+        fig, ax = plt.subplots(figsize=(ncols * 0.55, ncols * 0.55))
+        _show(ax, image_grid(x, ncols))
+        return fig
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if data is not None:
+        ax.scatter(data[:, 0], data[:, 1], s=4, alpha=0.4, label="data")
+    ax.scatter(x[:, 0], x[:, 1], s=4, alpha=0.6, label="samples")
+    ax.set_xlabel("feature 0")
+    ax.set_ylabel("feature 1")
+    ax.legend()
+    return fig
+
+
+def save_grid_png(images: np.ndarray, path, ncols: int | None = None) -> None:
+    """Write (N, C, H, W) images as one PNG grid."""
+    ncols = ncols or int(np.ceil(np.sqrt(len(images))))
+    grid = image_grid(images, ncols)
+    plt.imsave(path, np.clip(grid, 0, 1), cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
+
+
+def latent_scatter(codes2d: np.ndarray, labels: np.ndarray | None, title: str, class_names: list[str] | None = None) -> Figure:
+    """Test-set codes in two dimensions, coloured by label where labels exist."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    if labels is None:
+        ax.scatter(codes2d[:, 0], codes2d[:, 1], s=5, alpha=0.6)
+    else:
+        classes = np.unique(labels)
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for i, c in enumerate(classes):
+            sel = labels == c
+            name = class_names[c] if class_names and 0 <= c < len(class_names) else str(c)
+            ax.scatter(codes2d[sel, 0], codes2d[sel, 1], s=5, alpha=0.7, color=cmap(i % cmap.N), label=name)
+        ax.legend(markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def latent_grid(images: np.ndarray, n: int) -> Figure:
+    """Decoded means over an n x n grid of the 2-D latent space (seed report, figure 14b)."""
+    fig, ax = plt.subplots(figsize=(6, 6))
+    _show(ax, image_grid(images, n))
+    ax.set_title("decoded latent grid (Gaussian quantiles 0.05..0.95)", fontsize=9)
+    return fig

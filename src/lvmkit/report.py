@@ -1,0 +1,178 @@
+"""report.html: one self-contained page per run (figures embedded as PNG data URIs).
+
+The page is a list of sections; each section function takes the run and returns HTML or None
+(when it has nothing to show). Later commands add their section to ``SECTIONS``.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import figures
+from .data import batches
+from .run import Run
+
+SECTIONS: list[Callable[["_Context"], str | None]] = []
+
+
+class _Context:
+    """What the sections share: the run, its model and test codes, computed once."""
+
+    def __init__(self, run: Run, device: str = "cpu", embedding: str = "pca") -> None:
+        self.run = run
+        self.embedding = embedding
+        self.metrics = run.read_metrics()
+        self.model = run.load_model("best", device)
+        self.data = run.data()
+        self.test = self.data.test.to(device)
+        self.figures: list[Path] = []
+
+    def codes(self) -> np.ndarray:
+        if not hasattr(self, "_codes"):
+            self._codes = torch.cat([self.model.embed(xb) for xb, _ in batches(self.test, 512, shuffle=False)]).cpu().numpy()
+        return self._codes
+
+    def figure(self, name: str, fig, caption: str) -> str:
+        """Save a figure under RUN/figures and return an <img> with it embedded."""
+        self.run.figures.mkdir(exist_ok=True)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        png = buf.getvalue()
+        path = self.run.figures / f"{name}.png"
+        path.write_bytes(png)
+        self.figures.append(path)
+        b64 = base64.b64encode(png).decode()
+        return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{b64}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _table(rows: dict, title: str | None = None) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        return html.escape(json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{fmt(v)}</td></tr>" for k, v in rows.items())
+    head = f"<h3>{html.escape(title)}</h3>" if title else ""
+    return f"{head}<table>{body}</table>"
+
+
+def _section(title: str, body: str) -> str:
+    return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
+
+
+def _summary(ctx: _Context) -> str:
+    rows: dict = {}
+    if ctx.metrics:
+        last = ctx.metrics[-1]
+        best = min(ctx.metrics, key=lambda m: m["val_loss"])
+        rows.update({"epochs trained": last["epoch"], "steps": last["step"], "final train loss": last["train_loss"],
+                     "best val loss": best["val_loss"], "best epoch": best["epoch"],
+                     "training time (s)": sum(m["seconds"] for m in ctx.metrics)})
+    ev = ctx.run.read_json("eval.json")
+    body = _table(rows, "training")
+    if ev:
+        body += _table(ev, "evaluation on the test split (eval.json)")
+    else:
+        body += "<p>No evaluation yet: run <code>lvmkit evaluate RUN</code>.</p>"
+    return _section("Metrics", body)
+
+
+def _curves(ctx: _Context) -> str | None:
+    if not ctx.metrics:
+        return None
+    return _section("Loss curves", ctx.figure("loss_curves", figures.loss_curves(ctx.metrics), "loss and its terms per epoch (train solid, validation dashed)"))
+
+
+def _recon(ctx: _Context) -> str:
+    x = ctx.test.x[:16]
+    r = ctx.model.reconstruct(x)
+    fig = figures.reconstructions(x.cpu().numpy(), r.cpu().numpy())
+    return _section("Reconstructions", ctx.figure("reconstructions", fig, "test inputs and their reconstructions (posterior mean code)"))
+
+
+def _samples(ctx: _Context) -> str:
+    g = torch.Generator(device=ctx.test.x.device).manual_seed(ctx.run.config.train.seed)
+    s = ctx.model.sample(64, generator=g).cpu().numpy()
+    fig = figures.samples(s, None if ctx.data.is_image else ctx.test.x.cpu().numpy())
+    note = "" if ctx.model.stochastic else " (this autoencoder has no trained prior: samples show what N(0, I) codes decode to)"
+    return _section("Samples from the prior", ctx.figure("samples", fig, "means of p(x|z), z ~ N(0, I)" + note))
+
+
+def _latent(ctx: _Context) -> str:
+    codes = ctx.codes()
+    labels = None if ctx.test.y is None else ctx.test.y.cpu().numpy()
+    d = codes.shape[1]
+    if d == 1:
+        codes2, how = np.column_stack([codes[:, 0], np.zeros(len(codes))]), "1-D latent"
+    elif d == 2:
+        codes2, how = codes, "latent dimensions 1 and 2"
+    elif ctx.embedding == "tsne":
+        from sklearn.manifold import TSNE
+
+        codes2 = TSNE(2, init="pca", random_state=0, perplexity=min(30, len(codes) - 1)).fit_transform(codes)
+        how = f"t-SNE of the {d}-D posterior means"
+    else:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(2).fit(codes)
+        codes2 = pca.transform(codes)
+        how = f"PCA of the {d}-D posterior means ({100 * pca.explained_variance_ratio_.sum():.0f}% of variance)"
+    fig = figures.latent_scatter(codes2, labels, how, ctx.data.class_names)
+    body = ctx.figure("latent_scatter", fig, "test-set posterior means, " + how)
+    if d == 2 and ctx.data.is_image:
+        from scipy.stats import norm
+
+        n = 15
+        q = norm.ppf(np.linspace(0.05, 0.95, n))
+        # Rows run from high z2 (top) to low z2, columns from low z1 to high z1.
+        zz = torch.tensor([[a, b] for b in q[::-1] for a in q], dtype=torch.float32, device=ctx.test.x.device)
+        with torch.no_grad():
+            imgs = ctx.model.likelihood.mean(ctx.model.decode(zz)).cpu().numpy()
+        body += ctx.figure("latent_grid", figures.latent_grid(imgs, n), "decoded means over a grid of latent codes")
+    return _section("Latent space", body)
+
+
+def _config(ctx: _Context) -> str:
+    meta = ctx.run.read_json("meta.json") or {}
+    cfg = html.escape(ctx.run.config.to_toml())
+    return _section("Configuration", f"<pre>{cfg}</pre>" + _table({k: meta[k] for k in ("command", "seed", "versions", "git_revision", "created") if k in meta}, "provenance"))
+
+
+SECTIONS.extend([_summary, _curves, _recon, _samples, _latent, _config])
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em}table{border-collapse:collapse;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:.2em .6em;text-align:left;font-size:.9em}th{background:#f5f5f5}
+figure{margin:1em 0}img{max-width:100%}figcaption{font-size:.85em;color:#555}pre{background:#f7f7f7;padding:.8em;overflow-x:auto}"""
+
+
+def write_report(run: Run | str | Path, *, embedding: str = "pca", device: str = "cpu", progress: bool = False) -> Path:
+    """Render ``RUN/report.html`` (and ``RUN/figures/*.png``) from what the run holds."""
+    run = run if isinstance(run, Run) else Run.open(run)
+    ctx = _Context(run, device, embedding)
+    parts = [s for s in (section(ctx) for section in SECTIONS) if s]
+    cfg = run.config
+    title = f"lvmkit run {run.path.name}: {cfg.model.kind} ({cfg.model.network}, latent {cfg.model.latent_dim}) on {cfg.data.name}"
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head>"
+            f"<body><h1>{html.escape(title)}</h1><p>Written {time.strftime('%Y-%m-%d %H:%M:%S')} from {html.escape(str(run.path))}.</p>"
+            + "".join(parts) + "</body></html>")
+    out = run.path / "report.html"
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(page)
+    tmp.replace(out)
+    if progress:
+        print(f"wrote {out}", file=sys.stderr)
+    return out
