@@ -40,16 +40,16 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress.")] = False,
 ) -> None:
     """Train a model; prints the run directory."""
-    from . import config as _config
-    from . import train as _train
+    from .config import load_config
+    from .train import resume as _resume
+    from .train import train as _train
 
     if resume is not None:
         if config is not None or set_ or out is not None:
             raise LvmkitError("--resume continues a run with its own config; do not pass CONFIG, --set or --out with it.")
-        run = _train.resume(resume, progress=not quiet, report=report)
+        run = _resume(resume, progress=not quiet, report=report)
     else:
-        cfg = _config.load_config(config, set_)
-        run = _train.train(cfg, out, progress=not quiet, report=report)
+        run = _train(load_config(config, set_), out, progress=not quiet, report=report)
     typer.echo(str(run.path))
 
 
@@ -106,12 +106,12 @@ def demo(
     k: Annotated[int, typer.Option("--k", help="Importance samples for the likelihood estimate.")] = 1000,
 ) -> None:
     """The main job on the bundled digits: train a VAE, evaluate it, write the report."""
-    from . import config as _config
+    from .config import load_config
     from .evaluate import evaluate as _evaluate
     from .report import write_report
     from .train import train as _train
 
-    cfg = _config.load_config(bundled_config("vae_digits.toml"), set_)
+    cfg = load_config(bundled_config("vae_digits.toml"), set_)
     run = _train(cfg, out, progress=True)
     typer.echo(f"run directory: {run.path}", err=True)
     res = _evaluate(run, k)

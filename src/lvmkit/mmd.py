@@ -28,6 +28,8 @@ def mmd2_unbiased(x: Tensor, y: Tensor, kernel: str = "imq", scale: float = 1.0)
     """Unbiased estimate of MMD^2 between samples x (n, d) and y (m, d) (Gretton et al., eq. 3)."""
     k = KERNELS.get(kernel)
     n, m = x.shape[0], y.shape[0]
+    if n < 2 or m < 2:
+        raise ValueError(f"The unbiased MMD needs at least 2 samples on each side; got {n} and {m} (use a batch size of 2 or more).")
     kxx, kyy, kxy = k(x, x, scale), k(y, y, scale), k(x, y, scale)
     # Drop the diagonals: k(x_i, x_i) terms bias the within-sample means upwards.
     sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))

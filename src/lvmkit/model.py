@@ -126,6 +126,8 @@ class LatentVariableModel(nn.Module):
         batch; chunks are combined with a running log-sum-exp.
         """
         self._require_posterior("The importance-weighted likelihood")
+        if k <= 0 or (chunk is not None and chunk <= 0):
+            raise ConfigError(f"The number of importance samples k and the chunk size must be positive; got k={k}, chunk={chunk}.")
         b = x.shape[0]
         mean, logvar = self.encode(x)  # (b, latent)
         chunk = chunk or max(1, min(k, 8192 // max(b, 1)))

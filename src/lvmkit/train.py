@@ -126,9 +126,9 @@ class Trainer:
             out = model.loss(xb, self.step)
             if not torch.isfinite(out.loss):
                 raise TrainingDiverged(
-                    f"The loss became {float(out.loss)} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped "
+                    f"The loss became {float(out.loss.detach())} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped "
                     f"and the last good checkpoint is kept in {self.run.checkpoints / 'last.pt'}; "
-                    "lower train.lr or train.grad_clip, or check the data for extreme values."
+                    "lower train.lr, set train.grad_clip (e.g. 10), or check the data for extreme values."
                 )
             self.opt.zero_grad(set_to_none=True)
             out.loss.backward()

@@ -1,0 +1,108 @@
+"""Every CLI command end to end on digits with a step limit, and its one-line errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lvmkit.cli import main
+
+from conftest import CONFIGS, run_cli
+
+SMOKE = ["--set", "train.max_steps=30", "--set", "model.hidden=[32]", "--quiet"]
+
+
+def _cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_evaluate_sample_report(capsys, tmp_path):
+    run = tmp_path / "run"
+    code, out, err = _cli(capsys, "train", str(CONFIGS / "vae_digits.toml"), "--out", str(run), *SMOKE)
+    assert code == 0, err
+    assert out.strip() == str(run)
+    for name in ("config.toml", "meta.json", "metrics.jsonl", "checkpoints/best.pt", "checkpoints/last.pt", "report.html"):
+        assert (run / name).is_file(), name
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["seed"] == 0 and "torch" in meta["versions"]
+
+    code, out, err = _cli(capsys, "evaluate", str(run), "--k", "10")
+    assert code == 0, err
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["k"] == 10 and np.isfinite(ev["nll"]) and ev["n_test"] == 359
+
+    code, out, err = _cli(capsys, "sample", str(run), "--n", "16", "--out", str(tmp_path / "s.png"))
+    assert code == 0, err
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = _cli(capsys, "sample", str(run), "--n", "5", "--out", str(tmp_path / "s.npy"))
+    assert code == 0 and np.load(tmp_path / "s.npy").shape == (5, 1, 8, 8)
+
+    code, out, err = _cli(capsys, "report", str(run))
+    assert code == 0, err
+    assert out.strip() == str(run / "report.html")
+    assert "evaluation on the test split" in (run / "report.html").read_text()
+
+
+def test_demo_prints_the_report_path(capsys, tmp_path):
+    code, out, err = _cli(capsys, "demo", "--out", str(tmp_path / "demo"), "--k", "10", "--set", "train.max_steps=20")
+    assert code == 0, err
+    assert out.strip() == f"report: {tmp_path / 'demo' / 'report.html'}"
+    assert (tmp_path / "demo" / "eval.json").is_file()
+
+
+def _npz(tmp_path, name, x):
+    np.savez(tmp_path / name, x=x)
+    return str(tmp_path / name)
+
+
+@pytest.mark.parametrize("case", [
+    "missing-config", "unknown-key", "wrong-type", "latent-zero", "missing-run", "missing-data",
+    "nan-data", "bad-shape", "corrupt-checkpoint", "resume-with-set", "bad-sample-file",
+])
+def test_bad_input_gives_one_line_and_status_2(case, capsys, tmp_path, trained_run):
+    cfg = str(CONFIGS / "vae_digits.toml")
+    nan = np.ones((30, 4))
+    nan[0, 0] = np.nan
+    args, pattern = {
+        "missing-config": (["train", str(tmp_path / "nope.toml")], r"Config file .* does not exist"),
+        "unknown-key": (["train", cfg, "--set", "model.latnet_dim=3"], r"Unknown config key 'model.latnet_dim'"),
+        "wrong-type": (["train", cfg, "--set", "train.epochs=many"], r"Invalid value for 'train.epochs'"),
+        "latent-zero": (["train", cfg, "--set", "model.latent_dim=0"], r"'model.latent_dim': Input should be greater than 0"),
+        "missing-run": (["evaluate", str(tmp_path / "no-run")], r"Run directory .* does not exist"),
+        "missing-data": (["train", cfg, "--set", "data.name=npz", "--set", f"data.path={tmp_path / 'x.npz'}"], r"Data file .* does not exist"),
+        "nan-data": (["train", cfg, "--set", "data.name=npz", "--set", f"data.path={_npz(tmp_path, 'n.npz', nan)}"], r"NaN or infinite"),
+        "bad-shape": (["train", cfg, "--set", "data.name=npz", "--set", f"data.path={_npz(tmp_path, 's.npz', np.ones(30))}"], r"has shape \(30,\); expected"),
+        "corrupt-checkpoint": (None, r"is truncated or corrupted"),
+        "resume-with-set": (["train", "--resume", str(trained_run.path), "--set", "train.lr=1"], r"--resume continues a run with its own config"),
+        "bad-sample-file": (["sample", str(trained_run.path), "--out", str(tmp_path / "s.jpg")], r"use a .png, .npy or .csv file name"),
+    }[case]
+    if case == "corrupt-checkpoint":
+        import shutil
+
+        run = tmp_path / "copy"
+        shutil.copytree(trained_run.path, run)
+        for p in (run / "checkpoints").iterdir():
+            p.write_bytes(p.read_bytes()[:100])
+        args = ["evaluate", str(run)]
+    code, out, err = _cli(capsys, *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_installed_command_exits_2_without_traceback(tmp_path):
+    res = run_cli("train", str(tmp_path / "missing.toml"))
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [f"error: Config file '{tmp_path / 'missing.toml'}' does not exist; pass the path of a TOML file such as configs/vae_digits.toml."]
+    res = run_cli("train", "--no-such-option")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    res = run_cli("--help")
+    assert res.returncode == 0 and all(c in res.stdout for c in ("train", "evaluate", "sample", "report", "demo"))

@@ -1,0 +1,133 @@
+"""The training loop: checkpoints, exact resume after SIGKILL, NaN guard, stopping rules."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import lvmkit
+from lvmkit import CheckpointError, TrainingDiverged
+
+from conftest import run_cli, tiny_config
+
+
+def test_checkpoint_refuses_truncated_corrupted_and_foreign_files(trained_run, tmp_path):
+    good = (trained_run.checkpoints / "last.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match=r"is truncated or corrupted"):
+        lvmkit.load_checkpoint(tmp_path / "trunc.pt")
+    (tmp_path / "noise.pt").write_bytes(os.urandom(2000))
+    with pytest.raises(CheckpointError, match=r"is truncated or corrupted"):
+        lvmkit.load_checkpoint(tmp_path / "noise.pt")
+    with pytest.raises(CheckpointError, match=r"does not exist"):
+        lvmkit.load_checkpoint(tmp_path / "absent.pt")
+    torch.save({"weights": torch.ones(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match=r"is not an lvmkit checkpoint"):
+        lvmkit.load_checkpoint(tmp_path / "foreign.pt")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_loading_never_executes_code_from_a_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open(tmp_path / "evil.pt", "wb") as f:
+        torch.save({"format": "lvmkit-checkpoint-1", "model": _Exploit()}, f, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match=r"truncated or corrupted"):
+        lvmkit.load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    lvmkit.save_checkpoint(tmp_path / "c.pt", {"x": torch.ones(3)})
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        lvmkit.save_checkpoint(tmp_path / "c.pt", {"x": torch.zeros(3)})
+    monkeypatch.undo()
+    assert torch.equal(lvmkit.load_checkpoint(tmp_path / "c.pt")["x"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    x = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x)
+    cfg = tiny_config(data={"name": "npz", "path": str(tmp_path / "d.npz"), "scale": "none"},
+                      model={"likelihood": "gaussian", "hidden": [8]},
+                      train={"lr": 1e8, "grad_clip": 0, "epochs": 50, "batch_size": 16})
+    with pytest.raises(TrainingDiverged, match=r"The loss became (nan|inf) at step \d+ .*last good checkpoint is kept"):
+        lvmkit.train(cfg, tmp_path / "run", progress=False)
+    ckpt = lvmkit.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_max_steps_and_early_stopping(tmp_path):
+    run = lvmkit.train(tiny_config(train={"epochs": 50, "max_steps": 25}), tmp_path / "a", progress=False)
+    m = run.read_metrics()
+    assert m[-1]["step"] == 25 and len(m) == 2  # 18 steps per epoch on digits at batch 64
+    run = lvmkit.train(tiny_config(train={"epochs": 500, "patience": 2, "lr": 0.05}), tmp_path / "b", progress=False)
+    m = run.read_metrics()
+    best = min(range(len(m)), key=lambda i: m[i]["val_loss"])
+    assert len(m) < 500 and len(m) - 1 - best == 2
+
+
+def _final(run_dir):
+    lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in m.items() if "seconds" not in k} for m in lines]
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+    sets = ["--set", "train.epochs=40", "--set", "train.batch_size=8", "--set", "train.threads=1",
+            "--set", "model.hidden=[64]", "--set", "train.patience=0", "--no-report", "--quiet"]
+    from conftest import CONFIGS
+
+    cfg = str(CONFIGS / "vae_digits.toml")
+    ref = run_cli("train", cfg, "--out", str(tmp_path / "ref"), *sets)
+    assert ref.returncode == 0, ref.stderr
+
+    victim = tmp_path / "victim"
+    proc = subprocess.Popen([sys.executable, "-m", "lvmkit", "train", cfg, "--out", str(victim), *sets],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    metrics = victim / "metrics.jsonl"
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(metrics.read_text().splitlines())
+    assert 5 <= done < 40, f"the run was not interrupted mid-way ({done} epochs logged)"
+
+    res = run_cli("train", "--resume", str(victim), "--no-report", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert _final(victim) == _final(tmp_path / "ref")
+    a = lvmkit.load_checkpoint(victim / "checkpoints" / "last.pt")["model"]
+    b = lvmkit.load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_api_resume_of_finished_run_is_a_no_op(trained_run):
+    before = trained_run.read_metrics()
+    lvmkit.resume(trained_run.path, progress=False)
+    assert lvmkit.Run.open(trained_run.path).read_metrics() == before
+
+
+def test_cuda_request_without_cuda_is_an_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(lvmkit.ConfigError, match=r"no CUDA device is available here; use train.device = 'cpu'"):
+        lvmkit.train(tiny_config(train={"device": "cuda"}), tmp_path / "r", progress=False)
