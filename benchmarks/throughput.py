@@ -226,8 +226,8 @@ def print_table(results: dict, out: dict) -> None:
         per_epoch = " ".join(f"{t:.2f}" for t in r["epoch_seconds"])
         print(f"{name:<10}{r['median_epoch_seconds']:>16.3f}{r['examples_per_second']:>12,.0f}"
               f"{r['gflops']:>10.1f}{r['fraction_of_matmul_peak']:>9.1%}{r['final_train_loss']:>12.2f}  {per_epoch}")
-    print(f"median over epochs 2..{out['epochs']} (epoch 1 is a warm-up) when there are 2 or more; "
-          "final loss = last epoch's mean training -ELBO per example (nats)")
+    span = f"median over epochs 2..{out['epochs']} (epoch 1 is a warm-up)" if out["epochs"] > 1 else "one epoch, no warm-up"
+    print(f"{span}; final loss = last epoch's mean training -ELBO per example (nats)")
     for key, text, goal in (("lvmkit_over_pythae", "lvmkit / pythae throughput", "goal >= 1.5"),
                             ("lvmkit_over_plain", "lvmkit / plain throughput", "goal >= 1.0"),
                             ("pythae_cost_over_plain", "pythae / plain epoch time", "issue: ~1.16")):

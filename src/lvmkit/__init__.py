@@ -25,14 +25,29 @@ from .model import LatentVariableModel, LossOutput, build_model
 from .networks import NETWORKS
 from .regularizers import REGULARIZERS
 from .registry import Registry
+from .cluster import CLUSTERERS, cluster, cluster_metrics, hungarian_accuracy
+from .latent import LatentEncoder
+from .probe import probe
 from .run import Run
+from .sampling import sample
 from .train import resume, train
 
+
+def __getattr__(name: str):
+    # Plotting pulls in matplotlib: import it only when asked for.
+    if name == "write_report":
+        from .report import write_report
+
+        return write_report
+    raise AttributeError(f"module 'lvmkit' has no attribute {name!r}")
+
+
 __all__ = [
+    "CLUSTERERS", "LatentEncoder", "cluster", "cluster_metrics", "hungarian_accuracy", "probe",
     "CORRUPTIONS", "KERNELS", "LIKELIHOODS", "MODEL_KINDS", "NETWORKS", "REGULARIZERS", "SOURCES",
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "Dataset", "EvalConfig", "ExperimentConfig",
     "LatentVariableModel", "LossOutput", "LvmkitError", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",
     "TrainingDiverged", "apply_overrides", "build_model", "evaluate", "kl_normal", "kl_std_normal", "load_checkpoint",
     "load_config", "load_data", "log_normal", "log_std_normal", "logmeanexp", "make_config", "mmd2_rbf_gaussians",
-    "mmd2_unbiased", "reparameterize", "resume", "save_checkpoint", "train", "__version__",
+    "mmd2_unbiased", "reparameterize", "resume", "sample", "save_checkpoint", "train", "write_report", "__version__",
 ]

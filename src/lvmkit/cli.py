@@ -80,7 +80,7 @@ def sample(
     seed: Annotated[int, typer.Option(help="Random seed of the prior draws.")] = 0,
 ) -> None:
     """Sample from the prior of a trained run."""
-    from .sample import sample as _sample
+    from .sampling import sample as _sample
 
     _sample(run, n, out, seed=seed)
     typer.echo(str(out))
@@ -97,6 +97,51 @@ def report(
     if embedding not in ("pca", "tsne"):
         raise LvmkitError(f"--embedding must be 'pca' or 'tsne', got {embedding!r}.")
     typer.echo(str(write_report(run, embedding=embedding)))
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise LvmkitError(f"{option} takes comma-separated integers such as 10,100,1000; got {text!r}.") from None
+
+
+@app.command()
+def probe(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    labels: Annotated[str, typer.Option(help="Labelled examples per class, comma-separated.")] = "10,100,1000",
+    repeats: Annotated[int, typer.Option(help="Random draws of the labelled examples per budget.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
+) -> None:
+    """Few-label logistic-regression probes on the codes, raw inputs and PCA; writes RUN/probe.json."""
+    from .probe import probe as _probe
+
+    res = _probe(run, _int_list(labels, "--labels"), repeats, seed=seed)
+    for name, by_n in res["results"].items():
+        for n, r in by_n.items():
+            typer.echo(f"{name:>7} {n:>5} labels/class  macro f1 {r['macro_f1']['mean']:.3f} +- {r['macro_f1']['std']:.3f}"
+                       f"  accuracy {r['accuracy']['mean']:.3f}")
+    typer.echo(str(Path(run) / "probe.json"))
+
+
+@app.command()
+def cluster(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    k: Annotated[int, typer.Option("--k", help="Number of clusters.")] = 10,
+    method: Annotated[str, typer.Option(help="kmeans or gmm.")] = "kmeans",
+    seed: Annotated[int, typer.Option(help="Random seed of the clusterer.")] = 0,
+    metrics: Annotated[Optional[bool], typer.Option("--metrics/--no-metrics", help="Compute ACC/NMI/ARI (needs labels; default: when labels exist).")] = None,
+) -> None:
+    """Cluster the test codes (K-means on raw inputs and PCA as baselines); writes RUN/cluster.json."""
+    from .cluster import cluster as _cluster
+
+    res = _cluster(run, k, method, seed=seed, metrics=metrics)
+    for name, r in res["results"].items():
+        if "acc" in r:
+            typer.echo(f"{name:>7} ({r['method']})  ACC {r['acc']:.3f}  NMI {r['nmi']:.3f}  ARI {r['ari']:.3f}")
+        else:
+            typer.echo(f"{name:>7} ({r['method']})  cluster sizes {r['sizes']}")
+    typer.echo(str(Path(run) / "cluster.json"))
 
 
 @app.command()

@@ -113,3 +113,37 @@ def latent_grid(images: np.ndarray, n: int) -> Figure:
     _show(ax, image_grid(images, n))
     ax.set_title("decoded latent grid (Gaussian quantiles 0.05..0.95)", fontsize=9)
     return fig
+
+
+def learning_curve(probe: dict) -> Figure:
+    """Probe macro f1 and accuracy against labelled examples per class, one line per representation."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    labels = probe["labels"]
+    for name, res in probe["results"].items():
+        for ax, key in zip(axes, ("macro_f1", "accuracy")):
+            m = [res[str(n)][key]["mean"] for n in labels]
+            s = [res[str(n)][key]["std"] for n in labels]
+            ax.errorbar(labels, m, yerr=s, marker="o", capsize=3, label=name)
+    for ax, key in zip(axes, ("macro f1", "accuracy")):
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled examples per class")
+        ax.set_ylabel(key)
+        ax.legend()
+    fig.suptitle(f"logistic-regression probe, mean +- std over {probe['repeats']} draws", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def confusion(table: np.ndarray, class_names: list[str] | None = None) -> Figure:
+    """Classes (rows) against clusters (columns), counts annotated."""
+    fig, ax = plt.subplots(figsize=(0.5 * table.shape[1] + 2.5, 0.45 * table.shape[0] + 1.5))
+    ax.imshow(table, cmap="Blues")
+    for (i, j), v in np.ndenumerate(table):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > table.max() / 2 else "black")
+    ax.set_xlabel("cluster")
+    ax.set_ylabel("class")
+    ax.set_yticks(range(table.shape[0]))
+    if class_names and len(class_names) == table.shape[0]:
+        ax.set_yticklabels(class_names, fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -151,7 +151,43 @@ def _config(ctx: _Context) -> str:
     return _section("Configuration", f"<pre>{cfg}</pre>" + _table({k: meta[k] for k in ("command", "seed", "versions", "git_revision", "created") if k in meta}, "provenance"))
 
 
-SECTIONS.extend([_summary, _curves, _recon, _samples, _latent, _config])
+def _image_file(ctx: _Context, name: str, caption: str) -> str:
+    path = ctx.run.figures / name
+    b64 = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _probe(ctx: _Context) -> str | None:
+    res = ctx.run.read_json("probe.json")
+    if not res:
+        return None
+    rows = {}
+    for name, by_n in res["results"].items():
+        for n, r in by_n.items():
+            rows[f"{name}, {n} labels/class"] = (f"macro f1 {r['macro_f1']['mean']:.3f} +- {r['macro_f1']['std']:.3f}, "
+                                                 f"accuracy {r['accuracy']['mean']:.3f} +- {r['accuracy']['std']:.3f}")
+    body = _table(rows)
+    if (ctx.run.figures / "probe.png").is_file():
+        body += _image_file(ctx, "probe.png", "probe metrics against the number of labelled examples per class")
+    return _section("Few-label probes (probe.json)", body)
+
+
+def _clusters(ctx: _Context) -> str | None:
+    res = ctx.run.read_json("cluster.json")
+    if not res:
+        return None
+    rows = {}
+    for name, r in res["results"].items():
+        rows[f"{name} ({r['method']}, k={res['k']})"] = (f"ACC {r['acc']:.3f}, NMI {r['nmi']:.3f}, ARI {r['ari']:.3f}"
+                                                        if "acc" in r else f"sizes {r['sizes']}")
+    body = _table(rows)
+    if (ctx.run.figures / "cluster_confusion.png").is_file():
+        body += _image_file(ctx, "cluster_confusion.png", "classes (rows) against latent clusters (columns)")
+    return _section("Clustering (cluster.json)", body)
+
+
+SECTIONS.extend([_summary, _curves, _recon, _samples, _latent, _probe, _clusters, _config])
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em}table{border-collapse:collapse;margin:.5em 0}

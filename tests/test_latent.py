@@ -1,0 +1,108 @@
+"""Latent-space analysis: the encoder as a transformer, probes, clustering metrics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from sklearn.pipeline import Pipeline
+
+import lvmkit
+from lvmkit import DataError, LatentEncoder, cluster_metrics, hungarian_accuracy
+from lvmkit.cli import main
+from lvmkit.probe import run_probe, stratified_draw
+
+
+def test_hungarian_accuracy_of_a_permuted_labelling_is_one():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 6, 300)
+    perm = rng.permutation(6)
+    assert hungarian_accuracy(y, perm[y]) == 1.0
+    noisy = perm[y].copy()
+    noisy[:30] = (noisy[:30] + 1) % 6
+    assert hungarian_accuracy(y, noisy) == pytest.approx(1 - np.mean(noisy[:30] != perm[y][:30]) * 30 / 300)
+
+
+def test_cluster_metrics_agree_with_scikit_learn():
+    rng = np.random.default_rng(1)
+    y, p = rng.integers(0, 4, 500), rng.integers(0, 5, 500)
+    m = cluster_metrics(y, p)
+    assert m["nmi"] == pytest.approx(normalized_mutual_info_score(y, p))
+    assert m["ari"] == pytest.approx(adjusted_rand_score(y, p))
+    assert sum(m["sizes"]) == 500 and all(0 < v <= 1 for v in m["purity"])
+    # brute force over all maps of 5 clusters to distinct... classes: ACC is the best matching
+    from itertools import permutations
+
+    best = max(sum(np.sum((p == c) & (y == perm[c])) for c in range(4)) for perm in permutations(range(5), 4))
+    assert m["acc"] >= best / 500 - 1e-12
+
+
+def test_probe_on_separable_codes_reaches_f1_one():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, (3, 4))
+    ytr, yte = np.repeat(np.arange(3), 50), np.repeat(np.arange(3), 40)
+    ztr, zte = centres[ytr] + rng.normal(size=(150, 4)), centres[yte] + rng.normal(size=(120, 4))
+    res = run_probe({"z": ztr}, {"z": zte}, ytr, yte, labels=[5], repeats=3)
+    assert res["z"]["5"]["macro_f1"]["mean"] > 0.99
+    noise = {"z": rng.normal(size=(150, 4))}, {"z": rng.normal(size=(120, 4))}
+    assert run_probe(*noise, ytr, yte, labels=[5], repeats=3)["z"]["5"]["macro_f1"]["mean"] < 0.6
+
+
+def test_stratified_draw_and_too_few_labels():
+    y = np.array([0] * 10 + [1] * 3)
+    idx = stratified_draw(y, 3, np.random.default_rng(0))
+    assert sorted(y[idx].tolist()) == [0, 0, 0, 1, 1, 1] and len(set(idx)) == 6
+    with pytest.raises(DataError, match=r"Class 1 has only 3 labelled training examples, fewer than the 5 per class"):
+        stratified_draw(y, 5, np.random.default_rng(0))
+
+
+def test_latent_encoder_gives_posterior_means_and_composes_in_a_pipeline(trained_run):
+    data = trained_run.data()
+    enc = LatentEncoder(trained_run.path)
+    z = enc.fit_transform(data.test.x.numpy())
+    assert z.shape == (len(data.test), 2)
+    np.testing.assert_allclose(z, trained_run.load_model().embed(data.test.x).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(enc.transform(data.test.x.numpy().reshape(len(data.test), -1)), z, rtol=1e-6)
+    pipe = Pipeline([("enc", LatentEncoder(trained_run.path)), ("clf", LogisticRegression(max_iter=500))])
+    pipe.fit(data.train.x.numpy(), data.train.y.numpy())
+    manual = LogisticRegression(max_iter=500).fit(enc.transform(data.train.x.numpy()), data.train.y.numpy())
+    np.testing.assert_array_equal(pipe.predict(data.test.x.numpy()), manual.predict(z))
+    assert pipe.score(data.test.x.numpy(), data.test.y.numpy()) > 0.2  # chance is 0.1 for this briefly trained VAE
+    with pytest.raises(DataError, match=r"expects examples of shape \(1, 8, 8\).*got an array of shape \(3, 5\)"):
+        enc.transform(np.zeros((3, 5)))
+
+
+def test_probe_and_cluster_commands(trained_run, capsys, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.path, run)
+    assert main(["probe", str(run), "--labels", "5,20", "--repeats", "2"]) == 0
+    probe = lvmkit.Run.open(run).read_json("probe.json")
+    assert set(probe["results"]) == {"latent", "raw", "pca"} and probe["labels"] == [5, 20]
+    assert main(["cluster", str(run), "--k", "10"]) == 0
+    res = lvmkit.Run.open(run).read_json("cluster.json")["results"]
+    assert 0 < res["latent"]["acc"] <= 1 and np.array(res["latent"]["confusion"]).sum() == 359
+    assert main(["cluster", str(run), "--k", "10", "--method", "gmm"]) == 0
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert "Few-label probes" in html and "Clustering" in html
+    capsys.readouterr()
+    assert main(["cluster", str(run), "--k", "5000"]) == 2
+    assert "Cannot form 5000 clusters from 359 examples" in capsys.readouterr().err
+    assert main(["probe", str(run), "--labels", "1000"]) == 2
+    assert "fewer than the 1000 per class asked for" in capsys.readouterr().err
+    assert main(["cluster", str(run), "--method", "dbscan"]) == 2
+    assert "Unknown clustering method 'dbscan'" in capsys.readouterr().err
+
+
+def test_metrics_without_labels_is_an_error(tmp_path):
+    np.savez(tmp_path / "u.npz", x=np.random.default_rng(0).random((80, 6)))
+    from conftest import tiny_config
+
+    run = lvmkit.train(tiny_config(data={"name": "npz", "path": str(tmp_path / "u.npz")}), tmp_path / "r", progress=False)
+    with pytest.raises(DataError, match=r"Clustering metrics need labels"):
+        lvmkit.cluster(run, 3, metrics=True)
+    assert "acc" not in lvmkit.cluster(run, 3)["results"]["latent"]
+    with pytest.raises(DataError, match=r"has no labels, so probe metrics cannot be computed"):
+        lvmkit.probe(run, [5])
