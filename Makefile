@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean
 
 $(BIN)/lvmkit: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,9 +20,6 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
-
-bench: venv
-	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -373,3 +373,16 @@ def test_single_sample_importance_weight_has_the_elbo_expectation():
     assert torch.allclose(out.terms["elbo"], -out.loss.detach())
     se_loss = torch.sqrt((elbo.var(0) / reps).sum()) / x.shape[0]
     assert abs(-out.loss.item() - oracle.mean().item()) <= N_SE * se_loss.item()
+
+
+def test_fused_bernoulli_nll_matches_log_prob_and_its_gradient():
+    from lvmkit.likelihoods import Bernoulli
+
+    lik = Bernoulli()
+    logits = torch.randn(6, 1, 4, 4, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(6, 1, 4, 4, dtype=torch.float64)
+    torch.testing.assert_close(lik.mean_nll(logits, x), -lik.log_prob(logits, x).mean())
+    assert torch.autograd.gradcheck(lambda l: lik.mean_nll(l, x), (logits,))
+    g1, = torch.autograd.grad(lik.mean_nll(logits, x), logits)
+    g2, = torch.autograd.grad(-lik.log_prob(logits, x).mean(), logits)
+    torch.testing.assert_close(g1, g2)

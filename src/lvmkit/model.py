@@ -73,7 +73,7 @@ class LatentVariableModel(nn.Module):
         x_in = self.corruption(x) if self.training else x
         mean, logvar = self.encode(x_in)
         z = reparameterize(mean, logvar) if logvar is not None else mean
-        recon = -self.likelihood.log_prob(self.decode(z), x).mean()
+        recon = self.likelihood.mean_nll(self.decode(z), x)
         penalty, terms = self.regularizer(z, mean, logvar, step)
         loss = recon + penalty
         out = {"loss": loss.detach(), "recon": recon.detach()}
@@ -130,7 +130,8 @@ class LatentVariableModel(nn.Module):
             raise ConfigError(f"The number of importance samples k and the chunk size must be positive; got k={k}, chunk={chunk}.")
         b = x.shape[0]
         mean, logvar = self.encode(x)  # (b, latent)
-        chunk = chunk or max(1, min(k, 8192 // max(b, 1)))
+        # ~1000 decoder rows per chunk keeps temporaries in cache (measured faster than 8192).
+        chunk = chunk or max(1, min(k, 1024 // max(b, 1)))
         total = torch.full((b,), -math.inf, device=x.device, dtype=mean.dtype)
         done = 0
         while done < k:
