@@ -13,7 +13,8 @@ CASES = [(k, n) for k in MODEL_KINDS for n in NETWORKS] + [("vae-gaussian-learne
 
 
 def _config(kind: str, network: str) -> lvmkit.ExperimentConfig:
-    model = {"kind": kind, "network": network, "latent_dim": 3, "hidden": [16], "channels": [4, 8]}
+    model = {"kind": kind, "network": network, "latent_dim": 3, "hidden": [16], "channels": [4, 8],
+             "clusters": 3, "pretrain_steps": 2}
     if kind == "vae-gaussian-learned":
         model.update(kind="vae", likelihood="gaussian", learn_sigma=True)
     return tiny_config(model=model)
@@ -37,11 +38,15 @@ def _batch(n=10):
 
 def test_loss_is_finite_scalar_and_gradients_reach_every_parameter(case):
     cfg, model = case
-    out = model.loss(_batch(), step=0)
+    x = _batch()
+    assert model.update(x, step=cfg.model.pretrain_steps) is None  # past any pretraining stage
+    out = model.loss(x, step=cfg.model.pretrain_steps)
     assert out.loss.shape == () and torch.isfinite(out.loss)
     assert all(torch.isfinite(v) for v in out.terms.values())
     out.loss.backward()
     for name, p in model.named_parameters():
+        if not p.requires_grad:  # frozen copies (DEC's target encoder) are not trained
+            continue
         assert p.grad is not None, f"no gradient reaches {name}"
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, f"gradient of {name} is identically zero"
@@ -71,6 +76,7 @@ def test_seeded_training_steps_repeat(case):
         torch.manual_seed(5)
         losses = []
         for step in range(3):
+            model.update(_batch(), step)
             out = model.loss(_batch(), step)
             opt.zero_grad()
             out.loss.backward()

@@ -128,7 +128,7 @@ def probe(
 def cluster(
     run: Annotated[Path, typer.Argument(help="Run directory.")],
     k: Annotated[int, typer.Option("--k", help="Number of clusters.")] = 10,
-    method: Annotated[str, typer.Option(help="kmeans or gmm.")] = "kmeans",
+    method: Annotated[str, typer.Option(help="kmeans, gmm, or model (the clusters a DEC run learned).")] = "kmeans",
     seed: Annotated[int, typer.Option(help="Random seed of the clusterer.")] = 0,
     metrics: Annotated[Optional[bool], typer.Option("--metrics/--no-metrics", help="Compute ACC/NMI/ARI (needs labels; default: when labels exist).")] = None,
 ) -> None:

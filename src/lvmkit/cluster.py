@@ -63,7 +63,8 @@ def cluster(run: Run | str | Path, k: int, method: str = "kmeans", *, seed: int 
     from .latent import LatentEncoder
 
     run = run if isinstance(run, Run) else Run.open(run)
-    CLUSTERERS.get(method)
+    if method != "model":
+        CLUSTERERS.get(method)
     data = run.data()
     y = None if data.test.y is None else data.test.y.numpy()
     if metrics and y is None:
@@ -78,7 +79,7 @@ def cluster(run: Run | str | Path, k: int, method: str = "kmeans", *, seed: int 
         feats.update({"raw": ("kmeans", flat), "pca": ("kmeans", pca.transform(flat))})
     out: dict = {"k": k, "method": method, "n": len(x), "class_names": data.class_names, "results": {}}
     for name, (how, f) in feats.items():
-        pred = fit_predict(how, f, k, seed)
+        pred = _model_clusters(enc.model_, f, k) if how == "model" else fit_predict(how, f, k, seed)
         res: dict = {"method": how, "sizes": np.bincount(pred, minlength=k).tolist()}
         if y is not None and metrics is not False:
             res.update(cluster_metrics(y, pred))
@@ -94,6 +95,21 @@ def cluster(run: Run | str | Path, k: int, method: str = "kmeans", *, seed: int 
             fig = figures.confusion(np.array(out["results"]["latent"]["confusion"]), data.class_names)
             fig.savefig(run.figures / "cluster_confusion.png", dpi=110, bbox_inches="tight")
     return out
+
+
+def _model_clusters(model, codes: np.ndarray, k: int) -> np.ndarray:
+    """Clusters learned by a clustering objective (DEC): the argmax of its soft assignments."""
+    import torch
+
+    reg = model.regularizer
+    if not hasattr(reg, "predict"):
+        raise DataError("--method model needs a run trained with a clustering objective (model.kind = 'dec'); "
+                        "this run has none, so use --method kmeans or gmm.")
+    if reg.clusters != k:
+        raise DataError(f"This run's model learned {reg.clusters} clusters; pass --k {reg.clusters} with --method model.")
+    if not int(reg.started):
+        raise DataError("This run stopped before its clustering stage began (model.pretrain_steps); train it longer.")
+    return reg.predict(torch.as_tensor(codes)).numpy()
 
 
 def _contingency(y: np.ndarray, pred: np.ndarray) -> np.ndarray:

@@ -59,6 +59,11 @@ class ModelConfig(_Section):
     mmd_scale: float = Field(1.0, gt=0.0)
     corruption: Optional[str] = None
     noise: Optional[float] = Field(None, ge=0.0, le=1.0)
+    clusters: int = Field(10, ge=2)
+    gamma: float = Field(0.1, ge=0.0)
+    pretrain_steps: int = Field(1000, ge=0)
+    dec_interval: int = Field(140, gt=0)
+    dec_tol: float = Field(0.001, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _fill_from_kind(self) -> "ModelConfig":

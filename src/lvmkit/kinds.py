@@ -28,5 +28,11 @@ MODEL_KINDS.register("infovae")(
     {"regularizer": "mmd", "stochastic": True, "mmd_weight": 10.0, "corruption": "none", "noise": 0.0}
 )
 
+# DEC / DCEC (Xie et al. 2016; Guo et al. 2017): an autoencoder pretrained on reconstruction,
+# then trained with a clustering KL term; with model.network = "conv" this is DCEC.
+MODEL_KINDS.register("dec")(
+    {"regularizer": "dec", "stochastic": False, "corruption": "none", "noise": 0.0}
+)
+
 # Values used when neither the config nor the kind sets a field.
 FALLBACKS: dict[str, Any] = {"beta": 1.0, "mmd_weight": 10.0}

@@ -15,6 +15,7 @@ from .errors import ConfigError
 from .likelihoods import LIKELIHOODS, Likelihood
 from .networks import NETWORKS
 from .regularizers import REGULARIZERS, Regularizer
+from . import dec as _dec  # noqa: F401  (registers the "dec" regularizer)
 
 
 @dataclass
@@ -74,13 +75,18 @@ class LatentVariableModel(nn.Module):
         mean, logvar = self.encode(x_in)
         z = reparameterize(mean, logvar) if logvar is not None else mean
         recon = self.likelihood.mean_nll(self.decode(z), x)
-        penalty, terms = self.regularizer(z, mean, logvar, step)
+        penalty, terms = self.regularizer(z, mean, logvar, step, x)
         loss = recon + penalty
         out = {"loss": loss.detach(), "recon": recon.detach()}
         out.update({k: v.detach() for k, v in terms.items()})
         if self.regularizer.is_kl:
             out["elbo"] = -(recon + terms["kl"]).detach()
         return LossOutput(loss, out)
+
+    def update(self, x: Tensor, step: int) -> str | None:
+        """Per-step hook of the training loop (``x``: the whole training set); returns a reason
+        to stop or None. Regularizers with state outside the gradient (DEC targets) use it."""
+        return self.regularizer.update(self, x, step)
 
     # -- using a trained model ---------------------------------------------------------------
     @torch.no_grad()
@@ -151,7 +157,7 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...]) -> LatentVariabl
     """Compose a model from its config: the one place names become parts."""
     out = 2 * cfg.latent_dim if cfg.stochastic else cfg.latent_dim
     encoder, decoder = NETWORKS.get(cfg.network)(cfg, tuple(input_shape), out)
-    return LatentVariableModel(
+    model = LatentVariableModel(
         encoder=encoder,
         decoder=decoder,
         likelihood=LIKELIHOODS.get(cfg.likelihood).from_config(cfg),
@@ -161,6 +167,8 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...]) -> LatentVariabl
         stochastic=bool(cfg.stochastic),
         input_shape=tuple(input_shape),
     )
+    model.regularizer.attach(model)
+    return model
 
 
 __all__ = ["LatentVariableModel", "LossOutput", "build_model"]

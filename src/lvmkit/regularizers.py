@@ -20,9 +20,14 @@ class Regularizer(nn.Module, abc.ABC):
     #: Whether the penalty is the KL term of an ELBO (so the loss is a negative ELBO at weight 1).
     is_kl: bool = False
 
+    @property
+    def stage(self) -> int:
+        """Changes when the objective itself changes during training (0 for fixed objectives)."""
+        return 0
+
     @abc.abstractmethod
     def forward(
-        self, z: Tensor, mean: Tensor, logvar: Tensor | None, step: int
+        self, z: Tensor, mean: Tensor, logvar: Tensor | None, step: int, x: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Return (weighted penalty, batch mean; unweighted named terms for logging).
 
@@ -30,7 +35,17 @@ class Regularizer(nn.Module, abc.ABC):
             z: sampled codes (batch, latent); equal to ``mean`` for deterministic encoders.
             mean, logvar: the posterior's parameters (``logvar`` is None when deterministic).
             step: the optimisation step, for weight schedules.
+            x: the (uncorrupted) batch the codes came from.
         """
+
+    def attach(self, model: nn.Module) -> None:
+        """Called once when the model is composed; a regularizer that needs parts of the model
+        (e.g. a frozen copy of the encoder) takes them here. Default: nothing."""
+
+    def update(self, model: nn.Module, x: Tensor, step: int) -> str | None:
+        """Called by the training loop before every step with the whole training set ``x``;
+        returns a reason to stop training, or None. Default: nothing to do."""
+        return None
 
 
 @REGULARIZERS.register("none")
@@ -41,7 +56,7 @@ class NoRegularizer(Regularizer):
     def from_config(cls, cfg) -> "NoRegularizer":
         return cls()
 
-    def forward(self, z, mean, logvar, step):
+    def forward(self, z, mean, logvar, step, x):
         return z.new_zeros(()), {}
 
 
@@ -60,7 +75,7 @@ class KLRegularizer(Regularizer):
     def from_config(cls, cfg) -> "KLRegularizer":
         return cls(cfg.beta, cfg.warmup_steps)
 
-    def forward(self, z, mean, logvar, step):
+    def forward(self, z, mean, logvar, step, x):
         kl = kl_std_normal(mean, logvar).mean()
         return self.beta * linear_warmup(step, self.warmup_steps) * kl, {"kl": kl}
 
@@ -80,7 +95,7 @@ class MMDRegularizer(Regularizer):
     def from_config(cls, cfg) -> "MMDRegularizer":
         return cls(cfg.mmd_weight, cfg.mmd_kernel, cfg.mmd_scale, cfg.warmup_steps)
 
-    def forward(self, z, mean, logvar, step):
+    def forward(self, z, mean, logvar, step, x):
         prior = torch.randn_like(z)
         mmd = mmd2_unbiased(z, prior, self.kernel, self.scale)
         return self.weight * linear_warmup(step, self.warmup_steps) * mmd, {"mmd": mmd}

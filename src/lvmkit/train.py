@@ -82,6 +82,7 @@ class Trainer:
         self.step = 0
         self.best_val = math.inf
         self.bad_epochs = 0
+        self.best_stage = 0
         self.stopped = ""
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -92,7 +93,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "state": {"epoch": self.epoch, "step": self.step, "best_val": self.best_val,
-                      "bad_epochs": self.bad_epochs, "stopped": self.stopped},
+                      "bad_epochs": self.bad_epochs, "best_stage": self.best_stage, "stopped": self.stopped},
         }
 
     def save(self, which: str) -> None:
@@ -105,6 +106,7 @@ class Trainer:
         st = ckpt["state"]
         self.epoch, self.step = int(st["epoch"]), int(st["step"])
         self.best_val, self.bad_epochs = float(st["best_val"]), int(st["bad_epochs"])
+        self.best_stage = int(st.get("best_stage", 0))
         self.stopped = str(st.get("stopped", ""))
         # Drop metrics logged after the checkpoint (the killed epoch will be replayed).
         kept = [m for m in self.run.read_metrics() if m["epoch"] <= self.epoch]
@@ -125,6 +127,10 @@ class Trainer:
         seen = 0
         for xb, _ in batches(self.data.train, cfg.batch_size, shuffle=True, generator=gen,
                              dynamic_binarize=self.data.binarize == "dynamic"):
+            reason = model.update(self.data.train.x, self.step)
+            if reason:
+                self.stopped = reason
+                break
             out = model.loss(xb, self.step)
             if not torch.isfinite(out.loss):
                 raise TrainingDiverged(
@@ -156,6 +162,8 @@ class Trainer:
         while self.epoch < cfg.epochs and not self.stopped:
             t0 = time.perf_counter()
             train_terms = self._train_epoch()
+            if not train_terms:  # the model asked to stop before this epoch's first step
+                break
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - t0
@@ -171,13 +179,20 @@ class Trainer:
                     f"The validation loss became {val_terms['loss']} after epoch {self.epoch}; training stopped and the "
                     f"last good checkpoint is kept in {self.run.checkpoints / 'last.pt'}; lower train.lr."
                 )
+            stage = self.model.regularizer.stage
+            if stage != self.best_stage:
+                # The objective changed (e.g. DEC clustering began after pretraining): losses
+                # before and after are not comparable, so the best checkpoint starts afresh.
+                self.best_val, self.bad_epochs, self.best_stage = math.inf, 0, stage
             if val_terms["loss"] < self.best_val:
                 self.best_val, self.bad_epochs = val_terms["loss"], 0
                 improved = True
             else:
                 self.bad_epochs += 1
                 improved = False
-            if cfg.max_steps and self.step >= cfg.max_steps:
+            if self.stopped:
+                pass  # the model asked to stop (e.g. DEC assignments converged)
+            elif cfg.max_steps and self.step >= cfg.max_steps:
                 self.stopped = f"reached train.max_steps = {cfg.max_steps}"
             elif cfg.patience and self.bad_epochs >= cfg.patience:
                 self.stopped = f"early stopping: no validation improvement in {cfg.patience} epochs"
