@@ -25,6 +25,8 @@ from .model import LatentVariableModel, LossOutput, build_model
 from .networks import NETWORKS
 from .regularizers import REGULARIZERS
 from .registry import Registry
+from .anomaly import SCORES, anomaly
+from .oneclass import one_class
 from .cluster import CLUSTERERS, cluster, cluster_metrics, hungarian_accuracy
 from .latent import LatentEncoder
 from .probe import probe
@@ -43,7 +45,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "CLUSTERERS", "LatentEncoder", "cluster", "cluster_metrics", "hungarian_accuracy", "probe",
+    "SCORES", "anomaly", "one_class", "CLUSTERERS", "LatentEncoder", "cluster", "cluster_metrics", "hungarian_accuracy", "probe",
     "CORRUPTIONS", "KERNELS", "LIKELIHOODS", "MODEL_KINDS", "NETWORKS", "REGULARIZERS", "SOURCES",
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "Dataset", "EvalConfig", "ExperimentConfig",
     "LatentVariableModel", "LossOutput", "LvmkitError", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",

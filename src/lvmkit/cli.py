@@ -145,6 +145,47 @@ def cluster(
 
 
 @app.command()
+def anomaly(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    score: Annotated[str, typer.Option(help="recon (reconstruction error) or elbo (negative ELBO).")] = "recon",
+    target_fpr: Annotated[str, typer.Option(help="False-positive rates for thresholds chosen on normal validation data.")] = "0.1,0.002",
+    data: Annotated[Optional[Path], typer.Option(help=".npz with x to score and optional 0/1 anomaly labels y (default: the test split).")] = None,
+) -> None:
+    """Anomaly scores, ROC / PR curves and thresholds; writes RUN/anomaly.json."""
+    from .anomaly import anomaly as _anomaly
+
+    try:
+        rates = [float(v) for v in target_fpr.split(",") if v.strip()]
+    except ValueError:
+        raise LvmkitError(f"--target-fpr takes comma-separated rates such as 0.1,0.002; got {target_fpr!r}.") from None
+    res = _anomaly(run, score, rates, data_file=data)
+    if "auroc" in res:
+        typer.echo(f"AUROC {res['auroc']:.4f}  AUPRC {res['auprc']:.4f}")
+        for r, v in res["at_target_fpr"].items():
+            typer.echo(f"  threshold for fpr {r}: {v['threshold']:.4g}  test TPR {v['tpr']:.3f}  test FPR {v['fpr']:.3f}")
+    else:
+        typer.echo(f"scored {res['n']} examples; flagged at each target fpr: {res['flagged']}")
+    typer.echo(str(Path(run) / "anomaly.json"))
+
+
+@app.command("one-class")
+def one_class(
+    config: Annotated[Path, typer.Argument(help="Experiment TOML file (a labelled data set).")],
+    normal_class: Annotated[str, typer.Option(help="The class to train on, or 'all' to loop over every class.")] = "all",
+    set_: SetOpt = [],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the runs and one_class.json.")] = Path("runs/one-class"),
+    score: Annotated[str, typer.Option(help="recon or elbo.")] = "recon",
+) -> None:
+    """Train on one class, score the test split with the other classes as anomalies; mean AUROC."""
+    from .config import load_config
+    from .oneclass import one_class as _one_class
+
+    res = _one_class(load_config(config, set_), normal_class, out, score=score)
+    typer.echo(f"mean AUROC over classes {res['classes']}: {res['mean_auroc']:.4f}")
+    typer.echo(str(out / "one_class.json"))
+
+
+@app.command()
 def demo(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory.")] = None,
     set_: SetOpt = [],

@@ -32,6 +32,7 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     limit: Optional[int] = Field(None, gt=0)
+    normal_class: Optional[int] = None
 
 
 class ModelConfig(_Section):

@@ -224,8 +224,21 @@ def load_data(cfg: DataConfig, seed: int = 0) -> Dataset:
         idx = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
         parts = {k: (x[v], None if y is None else y[v]) for k, v in idx.items()}
 
-    # Scaling to [0, 1]: 8-bit data by 255, other data by the training split's range.
     info: dict = {}
+    if cfg.normal_class is not None:
+        # One-class protocol: train and validate on the normal class alone; test on everything.
+        if y is None:
+            raise DataError(f"data.normal_class needs labels, but the data in {origin} has none; supply labels (data.y_key).")
+        present = sorted(set(np.unique(parts["train"][1]).tolist()))
+        if cfg.normal_class not in present:
+            raise DataError(f"data.normal_class = {cfg.normal_class} is not a label of the training data; choose one of {present}.")
+        for k in ("train", "val"):
+            xs, ys = parts[k]
+            keep = ys == cfg.normal_class
+            parts[k] = (xs[keep], ys[keep])
+        info["normal_class"] = cfg.normal_class
+
+    # Scaling to [0, 1]: 8-bit data by 255, other data by the training split's range.
     xtr = parts["train"][0]
     if cfg.scale == "minmax":
         if xtr.dtype == np.uint8:
@@ -252,6 +265,18 @@ def load_data(cfg: DataConfig, seed: int = 0) -> Dataset:
                 splits[k] = Split(_binarize(splits[k].x, seed * 7919 + i), splits[k].y)
     return Dataset(splits["train"], splits["val"], splits["test"], tuple(x.shape[1:]), cfg.binarize, origin,
                    raw.class_names, info)
+
+
+def prepare_like(x: np.ndarray, dataset: Dataset, seed: int = 0, origin: str = "the given array") -> Tensor:
+    """Validate and preprocess new data exactly as ``dataset`` was (scaling, binarization)."""
+    x, _ = _validate(np.asarray(x), None, origin)
+    if tuple(x.shape[1:]) != tuple(dataset.shape):
+        raise DataError(f"Data in {origin} has examples of shape {tuple(x.shape[1:])}, but the model was trained on {tuple(dataset.shape)}.")
+    if "scale" in dataset.info:
+        lo, hi = dataset.info["scale"]
+        x = np.clip((x.astype(np.float32) - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+    out = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return _binarize(out, seed) if dataset.binarize != "none" else out
 
 
 def batches(split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,

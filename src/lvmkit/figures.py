@@ -147,3 +147,31 @@ def confusion(table: np.ndarray, class_names: list[str] | None = None) -> Figure
         ax.set_yticklabels(class_names, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def anomaly_curves(scores: np.ndarray, is_anomaly: np.ndarray | None, curves, thresholds: dict,
+                   auroc: float | None, auprc: float | None) -> Figure:
+    """Score histograms with the validation-chosen thresholds; ROC and precision-recall curves."""
+    n = 1 if curves is None else 3
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+    ax = axes[0][0]
+    bins = np.histogram_bin_edges(scores, 50)
+    if is_anomaly is None:
+        ax.hist(scores, bins, alpha=0.7, label="all")
+    else:
+        ax.hist(scores[~is_anomaly], bins, alpha=0.6, density=True, label="normal")
+        ax.hist(scores[is_anomaly], bins, alpha=0.6, density=True, label="anomalous")
+    for r, t in thresholds.items():
+        ax.axvline(t, ls="--", color="k", lw=0.8)
+        ax.text(t, ax.get_ylim()[1] * 0.9, f" fpr {r:g}", fontsize=7, rotation=90, va="top")
+    ax.set_xlabel("anomaly score")
+    ax.legend(fontsize=7)
+    if curves is not None:
+        fpr, tpr, rec, prec = curves
+        axes[0][1].plot(fpr, tpr)
+        axes[0][1].plot([0, 1], [0, 1], ":", color="grey")
+        axes[0][1].set(xlabel="false-positive rate", ylabel="true-positive rate", title=f"ROC, AUC {auroc:.3f}")
+        axes[0][2].plot(rec, prec)
+        axes[0][2].set(xlabel="recall", ylabel="precision", title=f"precision-recall, AP {auprc:.3f}")
+    fig.tight_layout()
+    return fig

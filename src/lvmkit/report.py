@@ -187,7 +187,22 @@ def _clusters(ctx: _Context) -> str | None:
     return _section("Clustering (cluster.json)", body)
 
 
-SECTIONS.extend([_summary, _curves, _recon, _samples, _latent, _probe, _clusters, _config])
+def _anomaly(ctx: _Context) -> str | None:
+    res = ctx.run.read_json("anomaly.json")
+    if not res:
+        return None
+    rows = {"score": res["score"], "data": res["data"], "normal class": res["normal_class"]}
+    if "auroc" in res:
+        rows.update({"AUROC": res["auroc"], "AUPRC": res["auprc"]})
+        for r, v in res["at_target_fpr"].items():
+            rows[f"target fpr {r}"] = f"threshold {v['threshold']:.4g}: test TPR {v['tpr']:.3f}, test FPR {v['fpr']:.3f}"
+    body = _table(rows)
+    if (ctx.run.figures / "anomaly.png").is_file():
+        body += _image_file(ctx, "anomaly.png", "anomaly scores with thresholds chosen on normal validation data; ROC and precision-recall")
+    return _section("Anomaly detection (anomaly.json)", body)
+
+
+SECTIONS.extend([_summary, _curves, _recon, _samples, _latent, _probe, _clusters, _anomaly, _config])
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em}table{border-collapse:collapse;margin:.5em 0}
