@@ -191,9 +191,10 @@ def demo(
     set_: SetOpt = [],
     k: Annotated[int, typer.Option("--k", help="Importance samples for the likelihood estimate.")] = 1000,
 ) -> None:
-    """The main job on the bundled digits: train a VAE, evaluate it, write the report."""
+    """The main job on the bundled digits: train a VAE, evaluate it, probe its codes, write the report."""
     from .config import load_config
     from .evaluate import evaluate as _evaluate
+    from .probe import probe as _probe
     from .report import write_report
     from .train import train as _train
 
@@ -203,6 +204,11 @@ def demo(
     res = _evaluate(run, k)
     if "nll" in res:
         typer.echo(f"test ELBO {res['test_elbo']:.3f} nats, importance-weighted log p(x) (k={k}) {res['log_likelihood']:.3f} nats", err=True)
+    pr = _probe(run, [10, 50, 100], 3)["results"]
+    what = {"latent": "the VAE's codes", "raw": "raw pixels", "pca": "PCA codes"}
+    for name in pr:
+        typer.echo(f"probe on {what[name]}, 10/50/100 labels per class: macro f1 "
+                   + " / ".join(f"{pr[name][n]['macro_f1']['mean']:.3f}" for n in ("10", "50", "100")), err=True)
     path = write_report(run)
     typer.echo(f"report: {path}")
 
