@@ -43,6 +43,7 @@ class ModelConfig(_Section):
     """
 
     kind: str = "vae"
+    family: Optional[str] = None
     latent_dim: int = Field(2, gt=0)
     network: str = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [400])
@@ -69,7 +70,7 @@ class ModelConfig(_Section):
     @model_validator(mode="after")
     def _fill_from_kind(self) -> "ModelConfig":
         preset = MODEL_KINDS.get(self.kind)
-        for key in ("regularizer", "stochastic", "beta", "mmd_weight", "corruption", "noise"):
+        for key in ("family", "regularizer", "stochastic", "beta", "mmd_weight", "corruption", "noise"):
             if getattr(self, key) is None:
                 value = preset.get(key, FALLBACKS.get(key))
                 object.__setattr__(self, key, value)  # no re-validation loop

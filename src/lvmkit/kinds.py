@@ -12,26 +12,26 @@ from .registry import Registry
 MODEL_KINDS: Registry[dict[str, Any]] = Registry("model kind")
 
 MODEL_KINDS.register("ae")(
-    {"regularizer": "none", "stochastic": False, "corruption": "none", "noise": 0.0}
+    {"family": "autoencoder", "regularizer": "none", "stochastic": False, "corruption": "none", "noise": 0.0}
 )
 MODEL_KINDS.register("dae")(
-    {"regularizer": "none", "stochastic": False, "corruption": "gaussian", "noise": 0.3}
+    {"family": "autoencoder", "regularizer": "none", "stochastic": False, "corruption": "gaussian", "noise": 0.3}
 )
 MODEL_KINDS.register("vae")(
-    {"regularizer": "kl", "stochastic": True, "beta": 1.0, "corruption": "none", "noise": 0.0}
+    {"family": "autoencoder", "regularizer": "kl", "stochastic": True, "beta": 1.0, "corruption": "none", "noise": 0.0}
 )
 MODEL_KINDS.register("beta-vae")(
-    {"regularizer": "kl", "stochastic": True, "beta": 4.0, "corruption": "none", "noise": 0.0}
+    {"family": "autoencoder", "regularizer": "kl", "stochastic": True, "beta": 4.0, "corruption": "none", "noise": 0.0}
 )
 # InfoVAE / MMD-VAE (Zhao et al. 2017): reconstruction + lambda * MMD(q(z), p(z)).
 MODEL_KINDS.register("infovae")(
-    {"regularizer": "mmd", "stochastic": True, "mmd_weight": 10.0, "corruption": "none", "noise": 0.0}
+    {"family": "autoencoder", "regularizer": "mmd", "stochastic": True, "mmd_weight": 10.0, "corruption": "none", "noise": 0.0}
 )
 
 # DEC / DCEC (Xie et al. 2016; Guo et al. 2017): an autoencoder pretrained on reconstruction,
 # then trained with a clustering KL term; with model.network = "conv" this is DCEC.
 MODEL_KINDS.register("dec")(
-    {"regularizer": "dec", "stochastic": False, "corruption": "none", "noise": 0.0}
+    {"family": "autoencoder", "regularizer": "dec", "stochastic": False, "corruption": "none", "noise": 0.0}
 )
 
 # Values used when neither the config nor the kind sets a field.

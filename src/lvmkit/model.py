@@ -3,11 +3,11 @@ input corruption. AE, DAE, VAE, beta-VAE and InfoVAE are configurations of this 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from .base import FAMILIES, AbstractModel, LossOutput
 from .config import ModelConfig
 from .corruption import CORRUPTIONS
 from .distributions import kl_std_normal, log_normal, log_std_normal, reparameterize
@@ -18,15 +18,7 @@ from .regularizers import REGULARIZERS, Regularizer
 from . import dec as _dec  # noqa: F401  (registers the "dec" regularizer)
 
 
-@dataclass
-class LossOutput:
-    """A batch's scalar training loss and its named terms (detached, for logging)."""
-
-    loss: Tensor
-    terms: dict[str, Tensor]
-
-
-class LatentVariableModel(nn.Module):
+class LatentVariableModel(AbstractModel):
     """Encoder q(z|x) (Gaussian, or deterministic), decoder p(x|z), prior N(0, I).
 
     The training loss is ``-E_q log p(x|z) + regularizer``; with the KL regularizer at weight
@@ -84,9 +76,12 @@ class LatentVariableModel(nn.Module):
         return LossOutput(loss, out)
 
     def update(self, x: Tensor, step: int) -> str | None:
-        """Per-step hook of the training loop (``x``: the whole training set); returns a reason
-        to stop or None. Regularizers with state outside the gradient (DEC targets) use it."""
+        # Regularizers with state outside the gradient (DEC targets) refresh it here.
         return self.regularizer.update(self, x, step)
+
+    @property
+    def objective_stage(self) -> int:
+        return self.regularizer.stage
 
     # -- using a trained model ---------------------------------------------------------------
     @torch.no_grad()
@@ -153,8 +148,14 @@ class LatentVariableModel(nn.Module):
         return total - math.log(k)
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, ...]) -> LatentVariableModel:
-    """Compose a model from its config: the one place names become parts."""
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...]) -> AbstractModel:
+    """Build the model a config describes (its kind's family decides which builder)."""
+    return FAMILIES.get(cfg.family)(cfg, tuple(input_shape))
+
+
+@FAMILIES.register("autoencoder")
+def build_autoencoder(cfg: ModelConfig, input_shape: tuple[int, ...]) -> LatentVariableModel:
+    """Compose an autoencoder-family model from its config: the one place names become parts."""
     out = 2 * cfg.latent_dim if cfg.stochastic else cfg.latent_dim
     encoder, decoder = NETWORKS.get(cfg.network)(cfg, tuple(input_shape), out)
     model = LatentVariableModel(
@@ -171,4 +172,4 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...]) -> LatentVariabl
     return model
 
 
-__all__ = ["LatentVariableModel", "LossOutput", "build_model"]
+__all__ = ["LatentVariableModel", "LossOutput", "build_autoencoder", "build_model"]

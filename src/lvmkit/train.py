@@ -43,7 +43,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _check_compatible(model: LatentVariableModel, data: Dataset) -> None:
-    support = model.likelihood.support
+    support = getattr(model.likelihood, "support", None)
     if support is not None:
         lo, hi = float(data.train.x.min()), float(data.train.x.max())
         if lo < support[0] or hi > support[1]:
@@ -179,7 +179,7 @@ class Trainer:
                     f"The validation loss became {val_terms['loss']} after epoch {self.epoch}; training stopped and the "
                     f"last good checkpoint is kept in {self.run.checkpoints / 'last.pt'}; lower train.lr."
                 )
-            stage = self.model.regularizer.stage
+            stage = self.model.objective_stage
             if stage != self.best_stage:
                 # The objective changed (e.g. DEC clustering began after pretraining): losses
                 # before and after are not comparable, so the best checkpoint starts afresh.
