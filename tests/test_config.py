@@ -29,7 +29,7 @@ def test_overrides_parse_toml_values(tmp_path):
 
 
 def test_unknown_key_names_the_valid_keys():
-    with pytest.raises(ConfigError, match=r"Unknown config key 'model.latentdim'; valid keys in \[model\] are: kind, latent_dim"):
+    with pytest.raises(ConfigError, match=r"Unknown config key 'model.latentdim'; valid keys in \[model\] are: kind, family, latent_dim"):
         lvmkit.make_config({"model": {"latentdim": 3}})
 
 
