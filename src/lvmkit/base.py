@@ -42,6 +42,11 @@ class AbstractModel(nn.Module, abc.ABC):
         stop training or None. Default: nothing."""
         return None
 
+    def evaluate_split(self, split, k: int) -> dict:
+        """Family-specific test metrics on a split (``lvmkit evaluate``); autoencoders are
+        evaluated by :func:`lvmkit.evaluate` itself. ``k``: samples for Monte Carlo estimates."""
+        raise NotImplementedError(f"{type(self).__name__} defines no test metrics")
+
     @property
     def objective_stage(self) -> int:
         """Changes when the training objective itself changes; best checkpoints restart then."""

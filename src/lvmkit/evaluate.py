@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .data import batches
+from .model import LatentVariableModel
 from .run import Run
 from .train import FULL_WEIGHT_STEP, mean_loss, resolve_device
 
@@ -34,6 +35,12 @@ def evaluate(run: Run | str | Path, k: int | None = None, *, batch_size: int | N
     torch.manual_seed(run.config.train.seed + 1)
     result: dict = {"n_test": len(test), "data": run.config.data.name, "binarize": run.config.data.binarize}
     result.update({f"test_{name}": v for name, v in mean_loss(model, test, FULL_WEIGHT_STEP, 256).items()})
+    if not isinstance(model, LatentVariableModel):
+        # Other families bring their own test metrics (e.g. interpolation/extrapolation error).
+        result.update(model.evaluate_split(test, k=k))
+        if write:
+            run.write_json("eval.json", result)
+        return result
 
     sq, n = 0.0, 0
     for xb, _ in batches(test, 256, shuffle=False):

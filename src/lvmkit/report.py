@@ -35,6 +35,10 @@ class _Context:
         self.data = run.data()
         self.test = self.data.test.to(device)
         self.figures: list[Path] = []
+        from .model import LatentVariableModel
+
+        # Image/tabular sections apply to autoencoders; other families add their own sections.
+        self.is_autoencoder = isinstance(self.model, LatentVariableModel)
 
     def codes(self) -> np.ndarray:
         if not hasattr(self, "_codes"):
@@ -96,14 +100,18 @@ def _curves(ctx: _Context) -> str | None:
     return _section("Loss curves", ctx.figure("loss_curves", figures.loss_curves(ctx.metrics), "loss and its terms per epoch (train solid, validation dashed)"))
 
 
-def _recon(ctx: _Context) -> str:
+def _recon(ctx: _Context) -> str | None:
+    if not ctx.is_autoencoder:
+        return None
     x = ctx.test.x[:16]
     r = ctx.model.reconstruct(x)
     fig = figures.reconstructions(x.cpu().numpy(), r.cpu().numpy())
     return _section("Reconstructions", ctx.figure("reconstructions", fig, "test inputs and their reconstructions (posterior mean code)"))
 
 
-def _samples(ctx: _Context) -> str:
+def _samples(ctx: _Context) -> str | None:
+    if not ctx.is_autoencoder:
+        return None
     g = torch.Generator(device=ctx.test.x.device).manual_seed(ctx.run.config.train.seed)
     s = ctx.model.sample(64, generator=g).cpu().numpy()
     fig = figures.samples(s, None if ctx.data.is_image else ctx.test.x.cpu().numpy())
@@ -111,7 +119,9 @@ def _samples(ctx: _Context) -> str:
     return _section("Samples from the prior", ctx.figure("samples", fig, "means of p(x|z), z ~ N(0, I)" + note))
 
 
-def _latent(ctx: _Context) -> str:
+def _latent(ctx: _Context) -> str | None:
+    if not ctx.is_autoencoder:
+        return None
     codes = ctx.codes()
     labels = None if ctx.test.y is None else ctx.test.y.cpu().numpy()
     d = codes.shape[1]
