@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 import lvmkit
@@ -67,6 +68,24 @@ def test_one_class_and_anomaly_commands(tmp_path, capsys):
     assert "has examples of shape (3,), but the model was trained on (1, 8, 8)" in capsys.readouterr().err
     assert main(["anomaly", str(run), "--score", "ssim"]) == 2
     assert "Unknown anomaly score 'ssim'" in capsys.readouterr().err
+
+
+def test_latent_knn_scores_are_small_on_normal_data_and_fitted_on_it(trained_run):
+    from lvmkit.anomaly import SCORES
+
+    model, data = trained_run.load_model(), trained_run.data()
+    for name in ("latent-knn", "recon+knn"):
+        scorer = SCORES.get(name)().fit(model, data.train.x, data.val.x)
+        normal = scorer(model, data.test.x)
+        noise = scorer(model, torch.rand_like(data.test.x) ** 0.3)  # bright noise, unlike any digit
+        assert np.median(noise) > np.quantile(normal, 0.9)
+    knn = SCORES.get("latent-knn")().fit(model, data.train.x, data.val.x)
+    # a training example is its own nearest neighbour: its score is lower than unseen data's
+    assert knn(model, data.train.x[:100]).mean() < knn(model, data.test.x).mean()
+    combined = SCORES.get("recon+knn")().fit(model, data.train.x, data.val.x)
+    v = combined(model, data.val.x)
+    assert abs(v.mean()) < 1e-4 and abs(v.std() - np.sqrt(2 + 2 * np.corrcoef(
+        SCORES.get("recon")()(model, data.val.x), knn(model, data.val.x))[0, 1])) < 0.05
 
 
 def test_elbo_score_and_one_class_errors(trained_run, tmp_path):

@@ -6,6 +6,7 @@ lectures does this at 10% and 0.2%); the test set never chooses a threshold.
 """
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Callable
 
@@ -20,28 +21,76 @@ from .model import LatentVariableModel
 from .registry import Registry
 from .run import Run
 
-SCORES: Registry[Callable[[LatentVariableModel, Tensor], Tensor]] = Registry("anomaly score")
+SCORES: Registry[Callable[[], "AnomalyScore"]] = Registry("anomaly score")
+
+
+class AnomalyScore(abc.ABC):
+    """A per-example anomaly score (higher = more anomalous), fitted on normal data."""
+
+    def fit(self, model: LatentVariableModel, train_x: Tensor, val_x: Tensor) -> "AnomalyScore":
+        """Learn what the score needs from normal training (and validation) examples."""
+        return self
+
+    @abc.abstractmethod
+    def __call__(self, model: LatentVariableModel, x: Tensor) -> np.ndarray:
+        """Scores of the examples of ``x``, shape (N,)."""
+
+
+def _batched(fn, x: Tensor, batch_size: int = 512) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).cpu().numpy()
 
 
 @SCORES.register("recon")
-@torch.no_grad()
-def recon_score(model: LatentVariableModel, x: Tensor) -> Tensor:
-    """Squared reconstruction error per example, summed over dimensions (higher = more anomalous)."""
-    return ((model.reconstruct(x) - x) ** 2).flatten(1).sum(1)
+class ReconScore(AnomalyScore):
+    """Squared reconstruction error, summed over dimensions (the fraud example's score)."""
+
+    def __call__(self, model, x):
+        return _batched(lambda b: ((model.reconstruct(b) - b) ** 2).flatten(1).sum(1), x)
 
 
 @SCORES.register("elbo")
-@torch.no_grad()
-def elbo_score(model: LatentVariableModel, x: Tensor, samples: int = 10) -> Tensor:
-    """Negative ELBO per example, averaged over ``samples`` posterior draws (an upper bound on -log p(x))."""
-    return -torch.stack([model.elbo(x)["elbo"] for _ in range(samples)]).mean(0)
+class ElboScore(AnomalyScore):
+    """Negative ELBO, averaged over 10 posterior draws: an upper bound on -log p(x)."""
+
+    def __call__(self, model, x):
+        return _batched(lambda b: -torch.stack([model.elbo(b)["elbo"] for _ in range(10)]).mean(0), x)
 
 
-def score(model: LatentVariableModel, x: Tensor, how: str = "recon", batch_size: int = 512) -> np.ndarray:
-    """Anomaly scores of every example of ``x``, batched."""
-    fn = SCORES.get(how)
-    model.eval()
-    return torch.cat([fn(model, x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).cpu().numpy()
+@SCORES.register("latent-knn")
+class LatentKNNScore(AnomalyScore):
+    """Mean distance of an example's code to its 5 nearest codes of normal training data."""
+
+    def __init__(self, k: int = 5) -> None:
+        self.k = k
+
+    def fit(self, model, train_x, val_x):
+        from sklearn.neighbors import NearestNeighbors
+
+        self.index_ = NearestNeighbors(n_neighbors=min(self.k, len(train_x))).fit(_batched(model.embed, train_x))
+        return self
+
+    def __call__(self, model, x):
+        return self.index_.kneighbors(_batched(model.embed, x))[0].mean(1)
+
+
+@SCORES.register("recon+knn")
+class CombinedScore(AnomalyScore):
+    """Reconstruction error plus latent kNN distance, each standardised by its mean and standard
+    deviation on normal validation data: anomalies far from the data in pixel or code space."""
+
+    def __init__(self) -> None:
+        self.parts = [ReconScore(), LatentKNNScore()]
+
+    def fit(self, model, train_x, val_x):
+        self.stats_ = []
+        for part in self.parts:
+            v = part.fit(model, train_x, val_x)(model, val_x)
+            self.stats_.append((float(v.mean()), float(v.std()) or 1.0))
+        return self
+
+    def __call__(self, model, x):
+        return sum((p(model, x) - m) / s for p, (m, s) in zip(self.parts, self.stats_))
 
 
 def thresholds_at_fpr(normal_scores: np.ndarray, target_fpr: list[float]) -> dict[float, float]:
@@ -79,7 +128,7 @@ def anomaly(run: Run | str | Path, score_name: str = "recon", target_fpr: list[f
     (``data.normal_class``): every other class is anomalous.
     """
     run = run if isinstance(run, Run) else Run.open(run)
-    SCORES.get(score_name)
+    SCORES.get(score_name)  # fail early on an unknown name
     model = run.load_model("best")
     data = run.data()
     if data_file is not None:
@@ -102,8 +151,9 @@ def anomaly(run: Run | str | Path, score_name: str = "recon", target_fpr: list[f
         x = data.test.x
         normal = run.config.data.normal_class
         is_anomaly = None if (normal is None or data.test.y is None) else (data.test.y.numpy() != normal)
-    val_scores = score(model, data.val.x, score_name)
-    test_scores = score(model, x, score_name)
+    model.eval()
+    scorer = SCORES.get(score_name)().fit(model, data.train.x, data.val.x)
+    val_scores, test_scores = scorer(model, data.val.x), scorer(model, x)
     thr = thresholds_at_fpr(val_scores, list(target_fpr))
     out: dict = {"score": score_name, "n": len(test_scores), "normal_class": run.config.data.normal_class,
                  "data": str(data_file) if data_file else "test split",

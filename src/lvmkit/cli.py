@@ -147,7 +147,7 @@ def cluster(
 @app.command()
 def anomaly(
     run: Annotated[Path, typer.Argument(help="Run directory.")],
-    score: Annotated[str, typer.Option(help="recon (reconstruction error) or elbo (negative ELBO).")] = "recon",
+    score: Annotated[str, typer.Option(help="recon (reconstruction error), elbo (negative ELBO), latent-knn (distance to normal codes) or recon+knn.")] = "recon",
     target_fpr: Annotated[str, typer.Option(help="False-positive rates for thresholds chosen on normal validation data.")] = "0.1,0.002",
     data: Annotated[Optional[Path], typer.Option(help=".npz with x to score and optional 0/1 anomaly labels y (default: the test split).")] = None,
 ) -> None:
@@ -174,7 +174,7 @@ def one_class(
     normal_class: Annotated[str, typer.Option(help="The class to train on, or 'all' to loop over every class.")] = "all",
     set_: SetOpt = [],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the runs and one_class.json.")] = Path("runs/one-class"),
-    score: Annotated[str, typer.Option(help="recon or elbo.")] = "recon",
+    score: Annotated[str, typer.Option(help="recon, elbo, latent-knn or recon+knn.")] = "recon",
 ) -> None:
     """Train on one class, score the test split with the other classes as anomalies; mean AUROC."""
     from .config import load_config

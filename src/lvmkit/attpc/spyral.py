@@ -28,7 +28,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -96,14 +96,14 @@ class SpyralReader:
                                 "not a Spyral point-cloud file; give the output of Spyral's PointcloudPhase "
                                 "or of attpc-engine's SpyralWriter.")
 
-    def _event_ids(self, group) -> list[int]:
+    def _event_ids(self, group) -> Sequence[int]:
         # Spyral's phases iterate range(min_event, max_event + 1); a file whose writer was not
         # closed has no range attributes, so fall back on the dataset names.
         try:
             lo, hi = int(group.attrs["min_event"]), int(group.attrs["max_event"])
         except (KeyError, TypeError, ValueError):
             return sorted(int(m.group(1)) for m in map(_CLOUD_NAME.match, group.keys()) if m)
-        return list(range(lo, hi + 1))
+        return range(lo, hi + 1)
 
     def _bad(self, reason: str, event_id: int, detail: str) -> None:
         if self.strict:

@@ -1,0 +1,276 @@
+"""AT-TPC events: the Spyral point-cloud reader, projection geometry and charge scaling, the
+streaming converter and its bad-input handling, and (with the extra installed) the simulator."""
+from __future__ import annotations
+
+import sys
+import tracemalloc
+
+import h5py
+import numpy as np
+import pytest
+
+from lvmkit import DataError, LvmkitError, attpc
+
+SPYRAL_COLUMNS = 8  # x, y, z, amplitude, integral, pad, time, scale
+
+
+def _cloud(xyzq, n_cols=SPYRAL_COLUMNS):
+    """Spyral rows from (x, y, z, amplitude) rows; the integral is twice the amplitude."""
+    xyzq = np.atleast_2d(np.asarray(xyzq, dtype=np.float64))
+    rows = np.zeros((len(xyzq), n_cols))
+    rows[:, :4] = xyzq
+    if n_cols > 4:
+        rows[:, 4] = 2 * xyzq[:, 3]
+    return rows
+
+
+def _track(n, rng, charge=(10.0, 3000.0)):
+    r = rng.uniform(0, 250, n)
+    phi = rng.uniform(0, 2 * np.pi, n)
+    return _cloud(np.column_stack([r * np.cos(phi), r * np.sin(phi), rng.uniform(0, 1000, n), rng.uniform(*charge, n)]))
+
+
+def write_spyral(path, clouds: dict, labels: dict | None = None, event_range=None):
+    """A Spyral point-cloud file as Spyral's PointcloudPhase writes it (layout in attpc.spyral)."""
+    with h5py.File(path, "w") as f:
+        group = f.create_group("cloud")
+        if event_range is not False:
+            lo, hi = event_range or (min(clouds), max(clouds))
+            group.attrs["min_event"], group.attrs["max_event"] = lo, hi
+        for event, data in clouds.items():
+            ds = group.create_dataset(f"cloud_{event}", data=data)
+            ds.attrs["ic_amplitude"] = -1.0
+            if labels and event in labels:
+                ds.attrs["label"] = labels[event]
+    return path
+
+
+# ---- reader ----------------------------------------------------------------------------
+
+def test_reader_yields_xyz_charge_labels_and_counts_missing_events(tmp_path):
+    rng = np.random.default_rng(0)
+    clouds = {0: _track(5, rng), 1: _track(7, rng), 3: _track(4, rng)}
+    path = write_spyral(tmp_path / "run_0001.h5", clouds, labels={0: 1, 3: 2}, event_range=(0, 4))
+    reader = attpc.read_spyral(path)
+    events = list(reader)
+    assert [e.event_id for e in events] == [0, 1, 3]
+    assert [e.label for e in events] == [1, None, 2]
+    np.testing.assert_array_equal(events[1].points, clouds[1][:, :4])
+    assert reader.skipped == {"missing": 2} and reader.n_read == 3
+    integral = next(iter(attpc.read_spyral(path, charge="integral")))
+    np.testing.assert_array_equal(integral.points[:, 3], clouds[0][:, 4])
+
+
+def test_reader_without_range_attributes_uses_dataset_names(tmp_path):
+    rng = np.random.default_rng(1)
+    path = write_spyral(tmp_path / "r.h5", {12: _track(3, rng), 2: _track(3, rng)}, event_range=False)
+    assert [e.event_id for e in attpc.read_spyral(path)] == [2, 12]
+
+
+def test_reader_rejects_files_that_are_not_spyral_point_clouds(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(DataError, match="is not an HDF5 file"):
+        attpc.read_spyral(text)
+    with h5py.File(tmp_path / "traces.h5", "w") as f:
+        f.create_group("get")
+    with pytest.raises(DataError, match=r"has no 'cloud' group \(it has \['get'\]\)"):
+        attpc.read_spyral(tmp_path / "traces.h5")
+    with pytest.raises(DataError, match="does not exist"):
+        attpc.read_spyral(tmp_path / "absent.h5")
+    with pytest.raises(DataError, match="Unknown charge column 'charge'"):
+        attpc.read_spyral(tmp_path / "traces.h5", charge="charge")
+
+
+def _bad_file(tmp_path):
+    rng = np.random.default_rng(2)
+    nan = _track(6, rng)
+    nan[2, 1] = np.nan
+    outside = _track(6, rng)
+    outside[0, :2] = [250.0, 150.0]  # radius 291.5 mm
+    clouds = {0: _track(6, rng), 1: np.zeros((0, SPYRAL_COLUMNS)), 2: nan, 3: outside,
+              4: np.arange(5.0), 5: _track(2, rng), 6: _track(6, rng)}
+    return write_spyral(tmp_path / "bad.h5", clouds, labels={0: 0, 6: 1, 5: 0})
+
+
+def test_bad_events_are_skipped_and_counted(tmp_path):
+    reader = attpc.read_spyral(_bad_file(tmp_path), min_points=3)
+    assert [e.event_id for e in reader] == [0, 6]
+    assert reader.skipped == {"empty": 1, "non_finite": 1, "outside_pad_plane": 1, "malformed": 1,
+                              "too_few_points": 1}
+
+
+@pytest.mark.parametrize("drop, message", [
+    ((), r"Event 1 of .*bad.h5' has no points; fix or drop the event, or read without strict"),
+    ((1,), r"Event 2 .* has 1 points with NaN or infinite x, y, z or charge"),
+    ((1, 2), r"Event 3 .* has 1 points outside the 275 mm pad plane \(largest radius 291.5 mm\)"),
+    ((1, 2, 3), r"Event 4 .* has shape \(5,\) and dtype float64; expected a numeric \(N, 8\) point cloud"),
+])
+def test_strict_reading_stops_at_the_first_bad_event(tmp_path, drop, message):
+    path = _bad_file(tmp_path)
+    with h5py.File(path, "a") as f:
+        for event in drop:
+            del f[f"cloud/cloud_{event}"]
+    with pytest.raises(DataError, match=message):
+        list(attpc.read_spyral(path, strict=True))
+
+
+# ---- representations ---------------------------------------------------------------------
+
+def test_projection_puts_a_point_in_the_expected_pixel():
+    # 128 bins over [-275, 275] mm: 4.296875 mm per pixel; image[i, j] = (y bin, x bin).
+    img = attpc.project(_cloud([100.0, -50.0, 500.0, 100.0])[:, :4], "xy")
+    assert img.shape == (128, 128) and img.dtype == np.float32
+    assert list(zip(*np.nonzero(img))) == [(52, 87)]  # floor(225 / 4.297), floor(375 / 4.297)
+    corner = attpc.project(np.array([[275.0, 275.0, 0.0, 5.0], [-275.0, -275.0, 0.0, 5.0]]), "xy")
+    assert corner[127, 127] == 1 and corner[0, 0] == 1  # the upper edge belongs to the last bin
+    assert attpc.project(np.array([[276.0, 0.0, 0.0, 5.0]]), "xy").sum() == 0  # outside: left out
+    # z runs over 0-1000 mm: 7.8125 mm per pixel.
+    xz = attpc.project(np.array([[-100.0, 30.0, 500.0, 5.0]]), "xz", bins=128)
+    assert list(zip(*np.nonzero(xz))) == [(64, 40)]
+    yz = attpc.project(np.array([[-100.0, 30.0, 999.0, 5.0]]), "yz", bins=64)
+    assert list(zip(*np.nonzero(yz))) == [(63, 35)]
+
+
+def test_projection_occupancy_matches_histogram2d():
+    rng = np.random.default_rng(3)
+    pts = np.column_stack([rng.uniform(-275, 275, (500, 2)), rng.uniform(0, 1000, 500), np.full(500, 7.0)])
+    for plane, across, up, ranges in [("xy", 0, 1, [[-275, 275], [-275, 275]]), ("xz", 0, 2, [[0, 1000], [-275, 275]])]:
+        hist, _, _ = np.histogram2d(pts[:, up], pts[:, across], bins=32, range=ranges)  # rows: the second axis
+        np.testing.assert_array_equal(attpc.project(pts, plane, bins=32) > 0, hist > 0)
+
+
+def test_charge_is_log1p_scaled_to_unit_interval():
+    e = np.e
+    pts = np.array([[-200.0, 0, 0, 0.0], [0, 0, 0, e - 1], [200.0, 0, 0, e**2 - 1], [200.0, 1.0, 0, 1.0]])
+    row = attpc.project(pts, "xy")[64]
+    nonzero = row[row > 0]
+    np.testing.assert_allclose(nonzero, [0.5, 1.0], rtol=1e-6)  # per-event max: log1p 1 and 2 over 2
+    assert row[attpc.project(pts[:1], "xy")[64] > 0].sum() == 0  # zero charge stays dark
+    fixed = attpc.project(pts, "xy", scale=4.0)[64]
+    np.testing.assert_allclose(fixed[fixed > 0], [0.25, 0.5], rtol=1e-6)  # two points, one pixel: the max
+    np.testing.assert_allclose(attpc.log_charge(np.array([-5.0, e**3 - 1]), 2.0), [0.0, 1.0])
+
+
+def test_point_set_keeps_the_brightest_points_scaled_and_masked():
+    pts = np.array([[275.0, 0, 1000.0, 1.0], [0, -137.5, 0, 100.0], [10, 10, 10, 10.0]])
+    feats, mask = attpc.point_set(pts, n_max=5)
+    assert feats.shape == (5, 4) and feats.dtype == np.float32 and mask.tolist() == [True] * 3 + [False] * 2
+    np.testing.assert_allclose(feats[:, 3], np.log1p([100.0, 10.0, 1.0, 0, 0]) / np.log1p(100.0), rtol=1e-6)
+    np.testing.assert_allclose(feats[0, :3], [0, -0.5, 0])
+    np.testing.assert_allclose(feats[2, :3], [1, 0, 1])
+    few, mask2 = attpc.point_set(pts, n_max=2)
+    assert mask2.all() and few[1, 3] == pytest.approx(np.log1p(10.0) / np.log1p(100.0))
+
+
+# ---- conversion --------------------------------------------------------------------------
+
+def test_convert_writes_chunked_compressed_images_labels_and_skip_counts(tmp_path):
+    rng = np.random.default_rng(4)
+    a = write_spyral(tmp_path / "run_0001.h5", {i: _track(8, rng) for i in range(10)}, labels={i: i % 3 for i in range(10)})
+    b = _bad_file(tmp_path)
+    stats = attpc.convert([a, b], tmp_path / "set.h5", min_points=3, chunk=4)
+    assert stats["events"] == 12 and stats["labelled"] == 12
+    assert stats["per_class"] == {"proton": 5, "carbon": 4, "other": 3}
+    assert stats["skipped"] == {"empty": 1, "non_finite": 1, "outside_pad_plane": 1, "malformed": 1, "too_few_points": 1}
+    with h5py.File(tmp_path / "set.h5") as f:
+        x = f["x"]
+        assert x.shape == (12, 1, 128, 128) and x.dtype == np.float32
+        assert x.chunks[0] <= 4 and x.compression == "gzip" and x.maxshape[0] is None
+        assert f["event_id"][()].tolist() == list(range(10)) + [0, 6]
+        assert f["source"][()].tolist() == [0] * 10 + [1, 1]
+        assert f["y"][()].tolist() == [i % 3 for i in range(10)] + [0, 1]
+        assert list(f.attrs["class_names"]) == ["proton", "carbon", "other"]
+        assert f.attrs["skipped_empty"] == 1 and f.attrs["n_events"] == 12
+        # The global scale is the largest log1p(amplitude) of the kept events.
+        top = max(np.log1p(e.points[:, 3]).max() for p in (a, b) for e in attpc.read_spyral(p, min_points=3))
+        assert float(f.attrs["charge_scale"]) == stats["charge_scale"] == pytest.approx(top)
+        assert float(x[()].max()) == pytest.approx(1.0)
+        first = attpc.project(next(iter(attpc.read_spyral(a))).points, "xy", scale=stats["charge_scale"])
+        np.testing.assert_array_equal(x[0, 0], first)
+    assert not (tmp_path / "set.h5.partial").exists()
+
+
+def test_convert_planes_points_uint8_and_label_files(tmp_path):
+    rng = np.random.default_rng(5)
+    path = write_spyral(tmp_path / "run_0002.h5", {i: _track(30, rng) for i in range(5)})
+    s = attpc.convert([path], tmp_path / "three.h5", "xy,xz,yz", bins=32, min_points=1, dtype="uint8", scale=9.0)
+    with h5py.File(tmp_path / "three.h5") as f:
+        assert f["x"].shape == (5, 3, 32, 32) and f["x"].dtype == np.uint8 and "y" not in f
+        assert f["x"].attrs["x_scale"] == pytest.approx(1 / 255) and f.attrs["charge_scale"] == 9.0
+    assert s["labelled"] == 0
+    (tmp_path / "labels.csv").write_text("evt_id,label\n0,p\n3,c\n4,junk\n")
+    attpc.convert([path], tmp_path / "pts.h5", "points", n_max=16, min_points=1, labels=tmp_path / "labels.csv")
+    with h5py.File(tmp_path / "pts.h5") as f:
+        assert f["x"].shape == (5, 16, 4) and f["mask"][()].all()
+        assert f["y"][()].tolist() == [0, -1, -1, 1, 2]
+    (tmp_path / "bad.csv").write_text("event,label\n1,muon\n")
+    with pytest.raises(DataError, match=r"Line 2 of .*bad.csv' has event '1' and label 'muon'"):
+        attpc.convert([path], tmp_path / "x.h5", labels=tmp_path / "bad.csv")
+    with pytest.raises(DataError, match=r"Invalid projection 'xy,zz'; give one or more distinct planes"):
+        attpc.convert([path], tmp_path / "x.h5", "xy,zz")
+
+
+def test_convert_strict_stops_and_leaves_no_output(tmp_path):
+    with pytest.raises(DataError, match="Event 1 of .* has no points"):
+        attpc.convert([_bad_file(tmp_path)], tmp_path / "out.h5", min_points=1, strict=True)
+    assert not (tmp_path / "out.h5").exists() and not (tmp_path / "out.h5.partial").exists()
+    with pytest.raises(DataError, match=r"No event of the 1 input file\(s\) passed the filters"):
+        attpc.convert([_bad_file(tmp_path)], tmp_path / "out.h5", min_points=100)
+
+
+def test_convert_memory_does_not_grow_with_the_number_of_events(tmp_path):
+    rng = np.random.default_rng(6)
+
+    def peak(n):
+        path = write_spyral(tmp_path / f"run_{n}.h5", {i: _track(20, rng) for i in range(n)})
+        tracemalloc.start()
+        attpc.convert([path], tmp_path / f"set_{n}.h5", min_points=1, chunk=8, scale="event")
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(24), peak(240)
+    image_bytes = 128 * 128 * 4
+    assert large < small + 200_000  # the same few buffers, however many events
+    assert large < 240 * image_bytes / 4  # far below holding every image at once
+
+
+# ---- simulator ---------------------------------------------------------------------------
+
+def test_simulate_without_attpc_engine_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "attpc_engine", None)  # import fails as if not installed
+    with pytest.raises(LvmkitError, match=r"install the AT-TPC extra: pip install 'lvmkit\[attpc\]'"):
+        attpc.simulate("proton", 2, tmp_path)
+    with pytest.raises(LvmkitError, match="Unknown reaction 'alpha'; choose one of: proton, carbon, other"):
+        attpc.simulate("alpha", 2, tmp_path)
+
+
+def test_simulated_events_are_labelled_reproducible_and_readable(tmp_path):
+    pytest.importorskip("attpc_engine", reason="install the AT-TPC extra: pip install 'lvmkit[attpc]'")
+    proton = attpc.simulate("proton", 3, tmp_path / "a", seed=7, noise_events=2, on_track=0.5)
+    again = attpc.simulate("proton", 3, tmp_path / "b", seed=7, noise_events=2, on_track=0.5)
+    carbon = attpc.simulate("carbon", 2, tmp_path / "a", seed=8)
+    other = attpc.simulate("other", 2, tmp_path / "a", seed=9, on_track=0.0)
+    assert proton.name == "run_0001.h5" and carbon.name == "run_0002.h5" and other.name == "run_0003.h5"
+    with pytest.raises(LvmkitError, match="exists; pass overwrite=True"):
+        attpc.simulate("carbon", 1, tmp_path / "a")
+
+    events = {p: list(attpc.read_spyral(p, strict=True)) for p in (proton, again, carbon, other)}
+    assert [e.label for e in events[proton]] == [0, 0, 0, 2, 2]
+    assert [e.label for e in events[carbon]] == [1, 1] and [e.label for e in events[other]] == [2, 2]
+    for a, b in zip(events[proton], events[again]):
+        np.testing.assert_array_equal(a.points, b.points)
+    with h5py.File(other) as f:
+        for event in (0, 1):
+            ds = f[f"cloud/cloud_{event}"]
+            assert ds.attrs["track"] == "none" and 20 <= ds.attrs["noise_hits"] <= 300
+            assert 0 < ds.shape[0] <= ds.attrs["noise_hits"]  # hits at or below threshold are dropped
+            assert (f[f"cloud/labels_{event}"][()] == -1).all()
+            assert ds[:, 3].max() <= 4000 and ds[:, 3].min() > 40
+    for evs in events.values():
+        for e in evs:
+            assert np.hypot(e.points[:, 0], e.points[:, 1]).max() < attpc.PAD_PLANE_RADIUS_MM
+            assert e.points[:, 3].max() <= 4095
+    stats = attpc.convert([proton, carbon, other], tmp_path / "sim.h5", min_points=1)
+    assert stats["events"] == 9 and stats["per_class"] == {"proton": 3, "carbon": 2, "other": 4}
