@@ -207,6 +207,8 @@ def test_convert_planes_points_uint8_and_label_files(tmp_path):
     (tmp_path / "bad.csv").write_text("event,label\n1,muon\n")
     with pytest.raises(DataError, match=r"Line 2 of .*bad.csv' has event '1' and label 'muon'"):
         attpc.convert([path], tmp_path / "x.h5", labels=tmp_path / "bad.csv")
+    with pytest.raises(DataError, match=r"Event 0 of .* has label 7; expected 0-2 \(proton, carbon, other\)"):
+        attpc.convert([path], tmp_path / "x.h5", min_points=1, labels={0: 7})
     with pytest.raises(DataError, match=r"Invalid projection 'xy,zz'; give one or more distinct planes"):
         attpc.convert([path], tmp_path / "x.h5", "xy,zz")
 

@@ -36,6 +36,14 @@ def resolve_device(name: str) -> torch.device:
 FULL_WEIGHT_STEP = 2**62
 
 
+def _progress(enabled: bool):
+    """A step progress bar on an interactive terminal; logs get one line per epoch instead."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=True, disable=not (enabled and sys.stderr.isatty()))
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     # Every epoch draws its shuffling, binarization and sampling noise from its own seed, so a
     # run resumed at an epoch boundary replays exactly what an uninterrupted run does.
@@ -125,35 +133,47 @@ class Trainer:
         model.train()
         sums: dict[str, torch.Tensor] = {}
         seen = 0
-        for xb, _ in batches(self.data.train, cfg.batch_size, shuffle=True, generator=gen,
-                             dynamic_binarize=self.data.binarize == "dynamic"):
-            reason = model.update(self.data.train.x, self.step)
-            if reason:
-                self.stopped = reason
-                break
-            out = model.loss(xb, self.step)
-            if not torch.isfinite(out.loss):
-                raise TrainingDiverged(
-                    f"The loss became {float(out.loss.detach())} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped "
-                    f"and the last good checkpoint is kept in {self.run.checkpoints / 'last.pt'}; "
-                    "lower train.lr, set train.grad_clip (e.g. 10), or check the data for extreme values."
-                )
-            self.opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if cfg.grad_clip > 0:
-                # Rescale only when the norm exceeds the limit (clip_grad_norm_ always rescales).
-                grads = [p.grad for p in self.params if p.grad is not None]
-                norm = torch.nn.utils.get_total_norm(grads)
-                if norm > cfg.grad_clip:
-                    torch.nn.utils.clip_grads_with_norm_(self.params, cfg.grad_clip, norm)
-            self.opt.step()
-            self.step += 1
-            for k, v in out.terms.items():
-                sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
-            seen += xb.shape[0]
-            if cfg.max_steps and self.step >= cfg.max_steps:
-                break
+        steps = math.ceil(len(self.data.train) / cfg.batch_size)
+        bar = _progress(self.progress)
+        task = bar.add_task(f"epoch {self.epoch + 1}/{cfg.epochs}", total=steps)
+        with bar:
+            for xb, _ in batches(self.data.train, cfg.batch_size, shuffle=True, generator=gen,
+                                 dynamic_binarize=self.data.binarize == "dynamic"):
+                if not self._step(xb, sums):
+                    break
+                seen += xb.shape[0]
+                bar.advance(task)
+                if cfg.max_steps and self.step >= cfg.max_steps:
+                    break
         return {k: float(v) / max(seen, 1) for k, v in sums.items()}
+
+    def _step(self, xb: torch.Tensor, sums: dict) -> bool:
+        """One optimisation step; False when the model asked to stop before it."""
+        cfg, model = self.cfg, self.model
+        reason = model.update(self.data.train.x, self.step)
+        if reason:
+            self.stopped = reason
+            return False
+        out = model.loss(xb, self.step)
+        if not torch.isfinite(out.loss):
+            raise TrainingDiverged(
+                f"The loss became {float(out.loss.detach())} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped "
+                f"and the last good checkpoint is kept in {self.run.checkpoints / 'last.pt'}; "
+                "lower train.lr, set train.grad_clip (e.g. 10), or check the data for extreme values."
+            )
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if cfg.grad_clip > 0:
+            # Rescale only when the norm exceeds the limit (clip_grad_norm_ always rescales).
+            grads = [p.grad for p in self.params if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads)
+            if norm > cfg.grad_clip:
+                torch.nn.utils.clip_grads_with_norm_(self.params, cfg.grad_clip, norm)
+        self.opt.step()
+        self.step += 1
+        for k, v in out.terms.items():
+            sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
+        return True
 
     def fit(self) -> None:
         cfg = self.cfg

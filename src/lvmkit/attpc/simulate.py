@@ -48,14 +48,17 @@ _INSTALL = "pip install 'lvmkit[attpc]'"
 
 @dataclass(frozen=True)
 class AttpcSetup:
-    """Detector and beam of the NSCL e15503b run (46Ar(p,p), Bradt et al., NIM A 875 (2017) 65).
+    """Detector, gas and beam of NSCL experiment e15503b, the 46Ar(p,p) data of the thesis and
+    of Kuchera et al., NIM A 940 (2019).
 
     Values marked "example" are attpc-engine's getting-started values, kept where the
     experiment's own are not at hand; ``diffusion_v`` there is for deuterium, and isobutane,
     a cool gas, likely diffuses less.
     """
 
-    beam_energy_mev: float = 4.6 * 46  # 4.6 MeV/u 46Ar; about 4.17 MeV/u once inside the gas
+    # 4.6 MeV/u 46Ar. attpc-engine slows the beam in the gas up to the vertex but has no
+    # entrance window; about 4.17 MeV/u reach the gas, so 4.17 * 46 is the alternative.
+    beam_energy_mev: float = 4.6 * 46
     pressure_torr: float = 19.2  # isobutane
     bfield_t: float = 1.68
     efield_v_per_m: float = 9500.0

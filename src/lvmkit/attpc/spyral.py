@@ -61,7 +61,7 @@ class SpyralEvent:
 class SpyralReader:
     """Iterate over the good events of one Spyral point-cloud file; see :func:`read_spyral`.
 
-    ``skipped`` counts events by reason as the iteration goes (a :class:`collections.Counter`
+    ``skipped`` counts events by reason as an iteration goes (a :class:`collections.Counter`
     over ``"missing"``, ``"too_few_points"`` and :data:`BAD_REASONS`); ``n_read`` counts the
     events yielded.
     """
@@ -115,6 +115,7 @@ class SpyralReader:
         import h5py
 
         column = CHARGE_COLUMNS[self.charge]
+        self.skipped, self.n_read = Counter(), 0  # a second pass counts afresh
         with h5py.File(self.path, "r") as f:
             group = f[CLOUD_GROUP]
             for event_id in self._event_ids(group):
