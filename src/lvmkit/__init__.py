@@ -31,6 +31,7 @@ from .cluster import CLUSTERERS, cluster, cluster_metrics, hungarian_accuracy
 from .latent import LatentEncoder
 from .probe import probe
 from .run import Run
+from . import attpc
 from .sampling import sample
 from .train import resume, train
 
@@ -45,7 +46,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "SCORES", "anomaly", "one_class", "CLUSTERERS", "LatentEncoder", "cluster", "cluster_metrics", "hungarian_accuracy", "probe",
+    "attpc", "SCORES", "anomaly", "one_class", "CLUSTERERS", "LatentEncoder", "cluster", "cluster_metrics", "hungarian_accuracy", "probe",
     "CORRUPTIONS", "KERNELS", "LIKELIHOODS", "MODEL_KINDS", "NETWORKS", "REGULARIZERS", "SOURCES",
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "Dataset", "EvalConfig", "ExperimentConfig",
     "LatentVariableModel", "LossOutput", "LvmkitError", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",

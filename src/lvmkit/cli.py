@@ -99,6 +99,53 @@ def report(
     typer.echo(str(write_report(run, embedding=embedding)))
 
 
+simulate_app = typer.Typer(help="Simulate detector events.", no_args_is_help=True)
+convert_app = typer.Typer(help="Convert detector files into training sets.", no_args_is_help=True)
+app.add_typer(simulate_app, name="simulate")
+app.add_typer(convert_app, name="convert")
+
+
+@simulate_app.command("attpc")
+def simulate_attpc(
+    reaction: Annotated[str, typer.Option(help="proton (46Ar(p,p)), carbon (46Ar + 12C elastic) or other (noise events).")],
+    n: Annotated[int, typer.Option("--n", help="Number of events.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the Spyral point-cloud file run_NNNN.h5.")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    noise_events: Annotated[int, typer.Option(help="Also append this many 'other' (noise-dominated) events.")] = 0,
+    run: Annotated[Optional[int], typer.Option(help="Run number of the file name (default: 1 proton, 2 carbon, 3 other).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """AT-TPC events of the 46Ar(p,p) experiment with attpc-engine (pip install 'lvmkit[attpc]'); prints the file."""
+    from .attpc import simulate
+
+    if n <= 0:
+        raise LvmkitError(f"--n must be a positive number of events, got {n}.")
+    typer.echo(str(simulate(reaction, n, out, seed, noise_events=noise_events, run=run, overwrite=force)))
+
+
+@convert_app.command("attpc")
+def convert_attpc(
+    inputs: Annotated[List[Path], typer.Argument(help="Spyral point-cloud HDF5 files (simulated or real).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output HDF5 set for data.name = 'attpc'.")],
+    projection: Annotated[str, typer.Option(help="xy, xz, yz, several joined by commas (one channel each), or points.")] = "xy",
+    strict: Annotated[bool, typer.Option(help="Stop at the first bad event instead of skipping and counting it.")] = False,
+    min_points: Annotated[int, typer.Option(help="Drop events with fewer points (the thesis used 50).")] = 50,
+    labels: Annotated[Optional[Path], typer.Option(help="CSV of event,label for files without labels (real data).")] = None,
+    scale: Annotated[str, typer.Option(help="Charge scale: global (the set's largest log1p charge), event, or a number.")] = "global",
+) -> None:
+    """Project events to 128 x 128 images (log1p charge in [0, 1]) and write one compressed set."""
+    from .attpc import convert
+
+    try:
+        scale_arg = float(scale)
+    except ValueError:
+        scale_arg = scale
+    stats = convert(inputs, out, projection, strict=strict, min_points=min_points, labels=labels, scale=scale_arg)
+    for key, v in stats.items():
+        typer.echo(f"{key:>24}  {v}")
+    typer.echo(str(out))
+
+
 def _int_list(text: str, option: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]

@@ -33,6 +33,7 @@ class RawData:
     test_y: Optional[np.ndarray] = None
     origin: str = ""
     class_names: Optional[list[str]] = None
+    info: dict = field(default_factory=dict)  # passed on to Dataset.info (e.g. display hints)
 
 
 SOURCES: Registry[Callable[[DataConfig], RawData]] = Registry("data set")
@@ -224,7 +225,7 @@ def load_data(cfg: DataConfig, seed: int = 0) -> Dataset:
         idx = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
         parts = {k: (x[v], None if y is None else y[v]) for k, v in idx.items()}
 
-    info: dict = {}
+    info: dict = dict(raw.info)
     if cfg.normal_class is not None:
         # One-class protocol: train and validate on the normal class alone; test on everything.
         if y is None:

@@ -175,3 +175,20 @@ def anomaly_curves(scores: np.ndarray, is_anomaly: np.ndarray | None, curves, th
         axes[0][2].set(xlabel="recall", ylabel="precision", title=f"precision-recall, AP {auprc:.3f}")
     fig.tight_layout()
     return fig
+
+
+def event_grid(rows: list[tuple[str, np.ndarray, np.ndarray]]) -> Figure:
+    """Per class: a row of input events and a row of their reconstructions (first channel)."""
+    ncols = max(len(x) for _, x, _ in rows)
+    fig, axes = plt.subplots(2 * len(rows), ncols, figsize=(1.6 * ncols, 3.3 * len(rows)), squeeze=False)
+    for r, (name, x, rec) in enumerate(rows):
+        for j in range(ncols):
+            for k, (arr, what) in enumerate(((x, "input"), (rec, "reconstruction"))):
+                ax = axes[2 * r + k][j]
+                ax.set_axis_off()
+                if j < len(arr):
+                    ax.imshow(arr[j, 0], origin="lower", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+                if j == 0:
+                    ax.set_title(f"{name}: {what}", fontsize=8, loc="left")
+    fig.tight_layout()
+    return fig

@@ -155,6 +155,21 @@ def _latent(ctx: _Context) -> str | None:
     return _section("Latent space", body)
 
 
+def _events(ctx: _Context) -> str | None:
+    """Event displays (AT-TPC sets): a few test events of each class above their reconstructions."""
+    if not ctx.is_autoencoder or ctx.data.info.get("display") != "events" or ctx.test.y is None:
+        return None
+    y = ctx.test.y.cpu().numpy()
+    rows = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)[:6]
+        x = ctx.test.x[idx]
+        name = ctx.data.class_names[c] if ctx.data.class_names and c < len(ctx.data.class_names) else str(c)
+        rows.append((name, x.cpu().numpy(), ctx.model.reconstruct(x).cpu().numpy()))
+    fig = figures.event_grid(rows)
+    return _section("Event displays", ctx.figure("events", fig, "test events of each class (first channel; top: input, bottom: reconstruction)"))
+
+
 def _config(ctx: _Context) -> str:
     meta = ctx.run.read_json("meta.json") or {}
     cfg = html.escape(ctx.run.config.to_toml())
@@ -212,7 +227,7 @@ def _anomaly(ctx: _Context) -> str | None:
     return _section("Anomaly detection (anomaly.json)", body)
 
 
-SECTIONS.extend([_summary, _curves, _recon, _samples, _latent, _probe, _clusters, _anomaly, _config])
+SECTIONS.extend([_summary, _curves, _recon, _samples, _latent, _events, _probe, _clusters, _anomaly, _config])
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em}table{border-collapse:collapse;margin:.5em 0}

@@ -11,6 +11,7 @@
 
 Only :func:`simulate` needs attpc-engine; reading and converting need h5py alone.
 """
+from . import source as _source  # noqa: F401  (registers data.name = "attpc")
 from .convert import convert, read_labels
 from .project import DRIFT_LENGTH_MM, PLANES, log_charge, point_set, project
 from .simulate import REACTIONS, AttpcSetup, simulate
