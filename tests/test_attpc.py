@@ -11,6 +11,8 @@ import pytest
 
 from lvmkit import DataError, LvmkitError, attpc
 
+from conftest import CONFIGS
+
 SPYRAL_COLUMNS = 8  # x, y, z, amplitude, integral, pad, time, scale
 
 
@@ -276,3 +278,25 @@ def test_simulated_events_are_labelled_reproducible_and_readable(tmp_path):
             assert e.points[:, 3].max() <= 4095
     stats = attpc.convert([proton, carbon, other], tmp_path / "sim.h5", min_points=1)
     assert stats["events"] == 9 and stats["per_class"] == {"proton": 3, "carbon": 2, "other": 4}
+
+
+def test_convert_command_then_train_report_and_probe_on_the_set(tmp_path, capsys):
+    """The CLI path of the thesis experiment on a tiny hand-written file."""
+    from lvmkit.cli import main
+
+    rng = np.random.default_rng(0)
+    clouds = {i: _track(80, rng) for i in range(40)}
+    labels = {i: i % 2 for i in range(40)}
+    write_spyral(tmp_path / "run_0001.h5", clouds, labels)
+    assert main(["convert", "attpc", str(tmp_path / "run_0001.h5"), "--out", str(tmp_path / "set.h5")]) == 0
+    assert main(["train", str(CONFIGS / "attpc_convae_mmd.toml"), "--set", f"data.path={tmp_path / 'set.h5'}",
+                 "--set", "train.max_steps=2", "--set", "model.channels=[4,8,8,8]", "--set", "model.hidden=[16]",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "<h2>Event displays</h2>" in html
+    assert main(["probe", str(tmp_path / "run"), "--labels", "2", "--repeats", "1"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(CONFIGS / "attpc_convae_mmd.toml"), "--set", f"data.path={tmp_path / 'nope.h5'}"]) == 2
+    assert "make it with 'lvmkit simulate attpc'" in capsys.readouterr().err
+    assert main(["convert", "attpc", str(tmp_path / "set.h5"), "--out", str(tmp_path / "again.h5")]) == 2
+    assert "error: " in capsys.readouterr().err
