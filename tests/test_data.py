@@ -107,3 +107,13 @@ def test_binarization_static_and_dynamic():
     x = d.train.x[:200]
     draws = torch.stack([(torch.rand(x.shape, generator=g) < x).float() for _ in range(400)]).mean(0)
     assert (draws - x).abs().max() < 0.12
+
+
+def test_evaluated_train_split_is_binarized_once_like_the_test_split():
+    d = lvmkit.load_data(_cfg(name="digits", binarize="dynamic"), seed=0)
+    t = d.evaluated_train()
+    assert set(torch.unique(t.x).tolist()) <= {0.0, 1.0} and t.x.shape == d.train.x.shape
+    assert torch.equal(t.x, d.evaluated_train().x)  # fixed, not re-drawn
+    assert torch.equal(t.x, lvmkit.load_data(_cfg(name="digits", binarize="dynamic"), seed=0).evaluated_train().x)
+    g = lvmkit.load_data(_cfg(name="digits"), seed=0)
+    assert g.evaluated_train() is g.train

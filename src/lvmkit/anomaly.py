@@ -152,7 +152,7 @@ def anomaly(run: Run | str | Path, score_name: str = "recon", target_fpr: list[f
         normal = run.config.data.normal_class
         is_anomaly = None if (normal is None or data.test.y is None) else (data.test.y.numpy() != normal)
     model.eval()
-    scorer = SCORES.get(score_name)().fit(model, data.train.x, data.val.x)
+    scorer = SCORES.get(score_name)().fit(model, data.evaluated_train().x, data.val.x)
     val_scores, test_scores = scorer(model, data.val.x), scorer(model, x)
     thr = thresholds_at_fpr(val_scores, list(target_fpr))
     out: dict = {"score": score_name, "n": len(test_scores), "normal_class": run.config.data.normal_class,

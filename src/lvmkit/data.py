@@ -187,6 +187,18 @@ class Dataset:
     def is_image(self) -> bool:
         return len(self.shape) == 3
 
+    def evaluated_train(self) -> Split:
+        """The training split as evaluation sees data: with dynamic binarization the training
+        split holds grey levels (re-sampled every epoch) while val/test were binarized once, so
+        analyses that fit on training data (probes, PCA, kNN scores) get a fixed binarization
+        here too, and train and test features are alike."""
+        if self.binarize != "dynamic":
+            return self.train
+        if "_evaluated_train" not in self.__dict__:
+            seed = self.info.get("seed", 0) * 7919 + 3
+            self.__dict__["_evaluated_train"] = Split(_binarize(self.train.x, seed), self.train.y)
+        return self.__dict__["_evaluated_train"]
+
     def to(self, device) -> "Dataset":
         return Dataset(self.train.to(device), self.val.to(device), self.test.to(device), self.shape,
                        self.binarize, self.origin, self.class_names, self.info)
@@ -225,7 +237,7 @@ def load_data(cfg: DataConfig, seed: int = 0) -> Dataset:
         idx = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
         parts = {k: (x[v], None if y is None else y[v]) for k, v in idx.items()}
 
-    info: dict = dict(raw.info)
+    info: dict = dict(raw.info, seed=seed)
     if cfg.normal_class is not None:
         # One-class protocol: train and validate on the normal class alone; test on everything.
         if y is None:

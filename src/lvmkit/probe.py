@@ -80,7 +80,7 @@ def probe(run: Run | str | Path, labels: list[int] = (10, 100, 1000), repeats: i
     if data.train.y is None or data.test.y is None:
         raise DataError(f"The data of run {str(run.path)!r} has no labels, so probe metrics cannot be computed; supply labels (data.y_key).")
     enc = LatentEncoder(run).fit()
-    xtr, xte = data.train.x.numpy(), data.test.x.numpy()
+    xtr, xte = data.evaluated_train().x.numpy(), data.test.x.numpy()
     train = {"latent": enc.transform(xtr)}
     test = {"latent": enc.transform(xte)}
     if baselines:
