@@ -32,6 +32,9 @@ from .latent import LatentEncoder
 from .probe import probe
 from .run import Run
 from . import attpc
+from .ode import SOLVERS, ODESolver, SolverError
+from . import timeseries  # registers data sources spirals/circle/cubic-spiral/csv and families latent-ode/rnn/neural-ode
+from .timeseries import forecast
 from .sampling import sample
 from .train import resume, train
 
@@ -46,7 +49,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "attpc", "SCORES", "anomaly", "one_class", "CLUSTERERS", "LatentEncoder", "cluster", "cluster_metrics", "hungarian_accuracy", "probe",
+    "attpc", "timeseries", "forecast", "SOLVERS", "ODESolver", "SolverError", "SCORES", "anomaly", "one_class", "CLUSTERERS", "LatentEncoder", "cluster", "cluster_metrics", "hungarian_accuracy", "probe",
     "CORRUPTIONS", "KERNELS", "LIKELIHOODS", "MODEL_KINDS", "NETWORKS", "REGULARIZERS", "SOURCES",
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "Dataset", "EvalConfig", "ExperimentConfig",
     "LatentVariableModel", "LossOutput", "LvmkitError", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",

@@ -146,6 +146,25 @@ def convert_attpc(
     typer.echo(str(out))
 
 
+@app.command()
+def forecast(
+    run: Annotated[Path, typer.Argument(help="Run directory of a time-series model (latent-ode, rnn, neural-ode).")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Long-format CSV of the series to forecast (the run's id and time columns).")],
+    until: Annotated[float, typer.Option(help="Forecast up to this time, in the CSV's time units.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output CSV (default RUN/forecast.csv); the figure goes beside it as .png.")] = None,
+    points: Annotated[int, typer.Option(help="Grid points per series from its first time to --until.")] = 100,
+    samples: Annotated[int, typer.Option(help="Posterior trajectories for the band (latent-ode).")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the posterior draws.")] = 0,
+) -> None:
+    """Interpolate and extrapolate new series with uncertainty; writes a CSV and a figure."""
+    from .timeseries.forecast import forecast as _forecast
+
+    res = _forecast(run, input, until, out=out, points=points, samples=samples, seed=seed)
+    typer.echo(f"forecast of {res['series']} series up to {res['until']:g}: {res['rows']} rows", err=True)
+    typer.echo(res["csv"])
+    typer.echo(res["figure"])
+
+
 def _int_list(text: str, option: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]

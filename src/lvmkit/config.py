@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from . import _toml
 from .errors import ConfigError
@@ -33,6 +33,19 @@ class DataConfig(_Section):
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     limit: Optional[int] = Field(None, gt=0)
     normal_class: Optional[int] = None
+    # Time series (lvmkit.timeseries): simulators' sizes (None = the source's own default) and
+    # the long-format CSV reader's columns and held-out targets.
+    n_series: Optional[int] = Field(None, gt=0)
+    window_points: Optional[int] = Field(None, ge=2)
+    observed_points: Optional[int] = Field(None, ge=2)
+    extrapolate_points: Optional[int] = Field(None, ge=0)
+    obs_noise: Optional[float] = Field(None, ge=0.0)
+    id_column: str = "id"
+    time_column: str = "time"
+    features: Optional[list[str]] = None
+    time_scale: Optional[float] = Field(None, gt=0.0)
+    holdout_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    extrapolate_fraction: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class ModelConfig(_Section):
@@ -66,6 +79,18 @@ class ModelConfig(_Section):
     pretrain_steps: int = Field(1000, ge=0)
     dec_interval: int = Field(140, gt=0)
     dec_tol: float = Field(0.001, ge=0.0, le=1.0)
+    # Time-series families (latent-ode, rnn, neural-ode): ODE solver (lvmkit.ode), dynamics and
+    # recognition networks; the decoder uses ``hidden``, the KL term ``beta`` and ``warmup_steps``.
+    ode_solver: str = "dopri5"
+    ode_rtol: float = Field(1e-3, gt=0.0)
+    ode_atol: float = Field(1e-4, gt=0.0)
+    ode_step: float = Field(0.05, gt=0.0)
+    ode_max_steps: int = Field(1000, gt=0)
+    ode_adjoint: bool = False
+    ode_hidden: list[PositiveInt] = Field(default_factory=lambda: [20, 20])
+    rnn_hidden: int = Field(25, gt=0)
+    recognition: str = "gru"
+    vector_field: str = "mlp"
 
     @model_validator(mode="after")
     def _fill_from_kind(self) -> "ModelConfig":

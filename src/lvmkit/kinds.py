@@ -34,5 +34,19 @@ MODEL_KINDS.register("dec")(
     {"family": "autoencoder", "regularizer": "dec", "stochastic": False, "corruption": "none", "noise": 0.0}
 )
 
+# Irregular time series (lvmkit.timeseries; data packed as (T, 1 + 2D)). latent-ode: recognition
+# GRU -> q(z0), latent ODE, decoder, KL to N(0, I) (Chen et al. 2018; Rubanova et al. 2019).
+# rnn: a GRU fed the time gaps, the baseline of Chen et al. table 2. neural-ode: a vector field
+# fitted to observed trajectories (seed report sec. 5).
+MODEL_KINDS.register("latent-ode")(
+    {"family": "latent-ode", "regularizer": "kl", "stochastic": True, "beta": 1.0, "corruption": "none", "noise": 0.0}
+)
+MODEL_KINDS.register("rnn")(
+    {"family": "rnn", "regularizer": "none", "stochastic": False, "corruption": "none", "noise": 0.0}
+)
+MODEL_KINDS.register("neural-ode")(
+    {"family": "neural-ode", "regularizer": "none", "stochastic": False, "corruption": "none", "noise": 0.0}
+)
+
 # Values used when neither the config nor the kind sets a field.
 FALLBACKS: dict[str, Any] = {"beta": 1.0, "mmd_weight": 10.0}

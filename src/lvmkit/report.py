@@ -252,3 +252,8 @@ def write_report(run: Run | str | Path, *, embedding: str = "pca", device: str =
     if progress:
         print(f"wrote {out}", file=sys.stderr)
     return out
+
+
+# Families outside the autoencoders append their own sections (imported here, so that plotting
+# stays out of a plain ``import lvmkit``).
+from .timeseries import report as _timeseries_report  # noqa: E402,F401

@@ -1,0 +1,335 @@
+"""Time-series families on packed series: the layout, its bad inputs, masks, batch-composition
+independence, the circle's vector field, a conformance check per family and the CLI path."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lvmkit
+from lvmkit import DataError
+from lvmkit.cli import main
+from lvmkit.data import load_data
+from lvmkit.timeseries import HELD_OUT, OBSERVED, pack, unpack
+
+from conftest import CONFIGS
+
+TINY_SPIRALS = {"name": "spirals", "scale": "none", "n_series": 40, "window_points": 20, "observed_points": 12,
+                "extrapolate_points": 10}
+SMALL_NETS = {"latent_dim": 4, "rnn_hidden": 8, "ode_hidden": [8], "hidden": [8], "likelihood": "gaussian",
+              "activation": "tanh"}
+FAMILY_CASES = {
+    "latent-ode": {"kind": "latent-ode"},
+    "latent-ode-odernn-rk4": {"kind": "latent-ode", "recognition": "ode-rnn", "ode_solver": "rk4", "ode_step": 0.1},
+    "latent-ode-adjoint": {"kind": "latent-ode", "ode_adjoint": True, "learn_sigma": True},
+    "rnn": {"kind": "rnn"},
+    "neural-ode-mlp": {"kind": "neural-ode"},
+    "neural-ode-linear": {"kind": "neural-ode", "vector_field": "linear"},
+}
+
+
+@pytest.fixture(scope="module")
+def spirals():
+    return load_data(lvmkit.make_config({"data": TINY_SPIRALS}).data)
+
+
+def _model(case: str, shape):
+    torch.manual_seed(0)
+    cfg = lvmkit.make_config({"data": TINY_SPIRALS, "model": {**SMALL_NETS, **FAMILY_CASES[case]}})
+    return cfg, lvmkit.build_model(cfg.model, shape)
+
+
+# -- the packed layout and its bad inputs -------------------------------------------------------
+def test_pack_and_unpack_round_trip_with_padding_and_missing_values():
+    times = [np.array([0.0, 0.5, 2.0]), np.array([1.0, 1.5])]
+    values = [np.array([[1.0, np.nan], [2.0, 3.0], [4.0, 5.0]]), np.array([[6.0, 7.0], [8.0, 9.0]])]
+    codes = [np.array([[1, 0], [1, 1], [2, 2]]), np.ones((2, 2))]
+    x = pack(times, values, codes)
+    assert x.shape == (2, 3, 5) and x.dtype == np.float32
+    assert x[1, 2, 0] == 1.5 and (x[1, 2, 1:] == 0).all()  # padding repeats the last time, codes 0
+    back = unpack(x)
+    for (t, v, c), t0, v0, c0 in zip(back, times, values, codes):
+        np.testing.assert_array_equal(t, t0)
+        np.testing.assert_array_equal(c, c0)
+        np.testing.assert_array_equal(np.isnan(v), c0 == 0)
+        np.testing.assert_array_equal(v[c0 != 0], v0[c0 != 0])
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("non-increasing", r"Series 'b' has non-increasing times \(0.5 after 0.5\)"),
+    ("nan-without-mask", r"Series 'a' holds 1 NaN values but no mask was given"),
+    ("nan-under-mask-1", r"NaN values where its mask says the value is present"),
+    ("one-observation", r"Series 'b' has 1 observed time; every series needs at least two"),
+])
+def test_pack_rejects_bad_series_with_one_clear_sentence(case, pattern):
+    times = [np.array([0.0, 1.0]), np.array([0.0, 0.5, 1.0])]
+    values = [np.array([[1.0], [2.0]]), np.array([[1.0], [2.0], [3.0]])]
+    codes = None
+    if case == "non-increasing":
+        times[1] = np.array([0.0, 0.5, 0.5])
+    elif case == "nan-without-mask":
+        values[0] = np.array([[np.nan], [2.0]])
+    elif case == "nan-under-mask-1":
+        values[0] = np.array([[np.nan], [2.0]])
+        codes = [np.ones((2, 1)), np.ones((3, 1))]
+    elif case == "one-observation":
+        codes = [np.ones((2, 1)), np.array([[1.0], [2.0], [2.0]])]
+    with pytest.raises(DataError, match=pattern):
+        pack(times, values, codes, names=["a", "b"])
+
+
+def _csv(tmp_path: Path, text: str) -> dict:
+    p = tmp_path / "s.csv"
+    p.write_text(text)
+    return {"name": "csv", "scale": "none", "path": str(p)}
+
+
+GOOD_ROWS = "".join(f"s{i},{t},{t * (i + 1)},{1 - t}\n" for i in range(6) for t in (0, 1, 2, 3))
+
+
+@pytest.mark.parametrize("case, text, pattern", [
+    ("no-id", "series,time,a,b\n" + GOOD_ROWS, r"has no id column 'id' \(its columns: series, time, a, b\); rename the column or set data.id_column"),
+    ("no-time", "id,t,a,b\n" + GOOD_ROWS, r"has no time column 'time'"),
+    ("non-increasing", "id,time,a,b\ns0,0,1,1\ns0,2,1,1\ns0,1,1,1\n" + GOOD_ROWS, r"Series 's0' .* non-increasing times \(1 after 2, line 4\)"),
+    ("one-observation", "id,time,a,b\nlone,0,1,1\n" + GOOD_ROWS, r"Series 'lone' has 1 observed time; every series needs at least two"),
+    ("bad-number", "id,time,a,b\ns0,0,x,1\n" + GOOD_ROWS, r"Line 2 of .* has 'x' in column 'a', not a number"),
+])
+def test_csv_reader_rejects_bad_input(case, text, pattern, tmp_path):
+    with pytest.raises(DataError, match=pattern):
+        load_data(lvmkit.make_config({"data": _csv(tmp_path, text)}).data)
+
+
+def test_csv_source_normalises_time_and_holds_out_targets(tmp_path):
+    text = "id,time,a,b\n" + "".join(f"s{i},{10 + 5 * t},{t},{'' if t == 1 else 2 * t}\n" for i in range(10) for t in range(8))
+    cfg = {**_csv(tmp_path, text), "extrapolate_fraction": 0.25}
+    data = load_data(lvmkit.make_config({"data": cfg}).data)
+    assert data.info["time_offset"] == 10.0 and data.info["time_scale"] == 35.0 and data.info["features"] == ["a", "b"]
+    t, v, c = unpack(data.test.x)[0]
+    np.testing.assert_allclose(t, np.arange(8) * 5 / 35, rtol=1e-6)
+    assert c[1, 1] == 0 and np.isnan(v[1, 1])                       # the missing value
+    assert (c[-2:] == HELD_OUT).all() and (c[:6][c[:6] != 0] == OBSERVED).all()  # last 25% of the span
+
+
+def test_time_series_sources_need_unscaled_data():
+    with pytest.raises(lvmkit.ConfigError, match=r"set data.scale = 'none'"):
+        load_data(lvmkit.make_config({"data": {**TINY_SPIRALS, "scale": "minmax"}}).data)
+
+
+# -- masks and batch composition ------------------------------------------------------------------
+def test_masked_entries_contribute_nothing(spirals):
+    """Values under code 0 or 2 change neither the loss nor its gradient; the likelihood equals
+    the explicit sum over observed entries."""
+    cfg, model = _model("latent-ode", spirals.shape)
+    x = spirals.train.x[:8].clone()
+    d = 2
+    eps = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
+    codes = x[..., 1 + d :]
+    noisy = x.clone()
+    noisy[..., 1 : 1 + d] = torch.where(codes == OBSERVED, x[..., 1 : 1 + d], torch.randn_like(codes) * 100)
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        loss, _ = model.series_loss(batch, step=10**6, eps=eps)
+        loss.sum().backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    (l1, g1), (l2, g2) = loss_and_grads(x), loss_and_grads(noisy)
+    torch.testing.assert_close(l2, l1, rtol=0, atol=0)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    # -log p(x|z) by hand: a Gaussian term for every observed entry and nothing else.
+    from lvmkit.timeseries.parts import masked_log_lik
+
+    mean = torch.randn(2, 3, 2)
+    xs = torch.randn(2, 3, 2)
+    mask = torch.tensor([[[1, 0], [1, 1], [0, 0]], [[0, 0], [0, 1], [1, 1]]], dtype=torch.float32)
+    sigma = float(model.likelihood.log_sigma.exp())
+    by_hand = (mask * (-0.5 * ((xs - mean) / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi))).sum((1, 2))
+    torch.testing.assert_close(masked_log_lik(model.likelihood, mean, xs, mask), by_hand)
+
+
+@pytest.mark.parametrize("case", ["latent-ode", "rnn", "neural-ode-mlp"])
+def test_a_series_loss_does_not_depend_on_its_batch(case, spirals):
+    """Series 0 in two batches with different companions (and a different position) gets the
+    same loss. Per-sample solves make this exact up to float rounding of batched matmuls, so
+    the comparison allows 1e-5 relative."""
+    _, model = _model(case, spirals.shape)
+    x = spirals.train.x
+    batch_a = x[[0, 1, 2, 3]]
+    batch_b = x[[5, 9, 0, 11, 14, 20, 21]]
+    kw = {}
+    if case == "latent-ode":
+        eps = torch.randn(len(x), 4, generator=torch.Generator().manual_seed(2))
+        kw_a, kw_b = {"eps": eps[[0, 1, 2, 3]]}, {"eps": eps[[5, 9, 0, 11, 14, 20, 21]]}
+    else:
+        kw_a = kw_b = kw
+    with torch.no_grad():
+        la, _ = model.series_loss(batch_a, step=50, **kw_a)
+        lb, _ = model.series_loss(batch_b, step=50, **kw_b)
+        pred_a, pred_b = model.predict(batch_a)[0][0], model.predict(batch_b)[0][2]
+    torch.testing.assert_close(la[0], lb[2], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pred_a, pred_b, rtol=1e-5, atol=1e-5)
+
+
+# -- the seed's circle: the linear vector field --------------------------------------------------
+def test_linear_vector_field_is_recovered_on_circular_data():
+    """Seed report sec. 5.1.1: x(0) = (1, 0), one point x(t_stop) per series; the fitted A is
+    [[0, -1], [1, 0]] within 0.02 (full-batch L-BFGS here for speed; the config trains with Adam)."""
+    cfg = lvmkit.make_config({"data": {"name": "circle", "scale": "none", "n_series": 150},
+                              "model": {"kind": "neural-ode", "vector_field": "linear", "likelihood": "gaussian",
+                                        "sigma": 1.0, "ode_rtol": 1e-6, "ode_atol": 1e-7}})
+    data = load_data(cfg.data)
+    torch.manual_seed(0)
+    model = lvmkit.build_model(cfg.model, data.shape)
+    opt = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=60, line_search_fn="strong_wolfe", tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        out = model.loss(data.train.x)
+        out.loss.backward()
+        return out.loss
+
+    opt.step(closure)
+    ev = model.evaluate_split(data.test, k=1)
+    assert np.abs(np.array(ev["A"]) - np.array([[0.0, -1.0], [1.0, 0.0]])).max() < 0.02, ev["A"]
+    assert np.abs(ev["b"]).max() < 0.02 and ev["interp_rmse"] < 0.01
+
+
+# -- conformance of each family ---------------------------------------------------------------
+@pytest.mark.parametrize("case", list(FAMILY_CASES))
+def test_family_conformance(case, spirals, tmp_path):
+    """Finite scalar loss, gradients reach every parameter, save/load reproduces predictions,
+    seeded steps repeat, the config round-trips, evaluation reports both error kinds."""
+    cfg, model = _model(case, spirals.shape)
+    x = spirals.train.x[:6]
+    out = model.loss(x, step=5)
+    assert out.loss.shape == () and torch.isfinite(out.loss) and all(torch.isfinite(v) for v in out.terms.values())
+    out.loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    lvmkit.save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict()})
+    _, fresh = _model(case, spirals.shape)
+    fresh.load_state_dict(lvmkit.load_checkpoint(tmp_path / "m.pt")["model"])
+    torch.testing.assert_close(fresh.predict(x), model.predict(x), rtol=0, atol=0)
+
+    def two_steps():
+        _, m = _model(case, spirals.shape)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+        torch.manual_seed(5)
+        losses = []
+        for step in range(2):
+            o = m.loss(x, step)
+            opt.zero_grad()
+            o.loss.backward()
+            opt.step()
+            losses.append(o.loss.item())
+        return losses
+
+    assert two_steps() == two_steps()
+    path = tmp_path / "c.toml"
+    path.write_text(cfg.to_toml())
+    assert lvmkit.load_config(path) == cfg
+    ev = model.evaluate_split(spirals.test, k=1)
+    assert ev["interp_points"] > 0 and ev["extrap_points"] > 0 and np.isfinite(ev["extrap_rmse"])
+
+
+def test_kl_weight_warms_up_with_the_shared_schedule(spirals):
+    cfg = lvmkit.make_config({"data": TINY_SPIRALS, "model": {**SMALL_NETS, "kind": "latent-ode", "warmup_steps": 100}})
+    torch.manual_seed(0)
+    model = lvmkit.build_model(cfg.model, spirals.shape)
+    x, eps = spirals.train.x[:4], torch.zeros(4, 4)
+    with torch.no_grad():
+        (l0, parts), (l50, _), (l200, _) = (model.series_loss(x, s, eps=eps) for s in (0, 50, 200))
+    torch.testing.assert_close(l0, parts["recon"])
+    torch.testing.assert_close(l50, parts["recon"] + 0.5 * parts["kl"])
+    torch.testing.assert_close(l200, parts["recon"] + parts["kl"])
+
+
+def test_image_data_is_refused_with_a_clear_error():
+    cfg = lvmkit.make_config({"model": {**SMALL_NETS, "kind": "latent-ode"}})
+    with pytest.raises(DataError, match=r"packed series of shape \(T, 1 \+ 2D\), but the data has examples of shape \(1, 8, 8\)"):
+        lvmkit.build_model(cfg.model, (1, 8, 8))
+    cfg = lvmkit.make_config({"model": {"kind": "rnn"}})
+    with pytest.raises(lvmkit.ConfigError, match=r"set model.likelihood = 'gaussian'"):
+        lvmkit.build_model(cfg.model, (20, 5))
+
+
+# -- the command line ----------------------------------------------------------------------------
+def _cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+SMOKE = ["--quiet", "--set", "train.max_steps=3", "--set", "data.n_series=30", "--set", "data.observed_points=10",
+         "--set", "data.window_points=20", "--set", "data.extrapolate_points=10", "--set", "model.rnn_hidden=8",
+         "--set", "model.ode_hidden=[8]", "--set", "model.hidden=[8]", "--set", "train.batch_size=10"]
+
+
+@pytest.mark.parametrize("config", ["latent_ode_spirals.toml", "rnn_spirals.toml"])
+def test_train_evaluate_forecast_report_on_spirals(config, capsys, tmp_path):
+    run = tmp_path / "run"
+    code, out, err = _cli(capsys, "train", str(CONFIGS / config), "--out", str(run), *SMOKE)
+    assert code == 0, err
+    html = (run / "report.html").read_text()
+    assert "<h2>Trajectories</h2>" in html
+    assert ("<h2>Latent trajectories</h2>" in html) == config.startswith("latent")
+    assert ("<h2>Function evaluations</h2>" in html) == config.startswith("latent")
+
+    code, out, err = _cli(capsys, "evaluate", str(run))
+    assert code == 0, err
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["interp_points"] > 0 and ev["extrap_points"] > 0 and np.isfinite(ev["extrap_rmse"])
+
+    inp = tmp_path / "new.csv"
+    inp.write_text("id,time,x,y\na,0,5.3,1.0\na,0.3,5.0,1.4\na,0.9,4.5,2.1\nb,0.1,-4,1\nb,0.5,-4.4,\nb,0.6,-4.5,1.3\n")
+    code, out, err = _cli(capsys, "forecast", str(run), "--input", str(inp), "--until", "6", "--points", "20",
+                          "--samples", "5", "--out", str(tmp_path / "f.csv"))
+    assert code == 0, err
+    assert out.split() == [str(tmp_path / "f.csv"), str(tmp_path / "f.png")]
+    rows = (tmp_path / "f.csv").read_text().splitlines()
+    assert rows[0] == "id,time,feature,observed,mean,lower,upper"
+    last = rows[-1].split(",")
+    assert last[:3] == ["b", "6", "y"] and last[3] == "" and float(last[5]) <= float(last[4]) <= float(last[6])
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+    code, _, err = _cli(capsys, "forecast", str(run), "--input", str(inp), "--until", "-1")
+    assert code == 2 and err.count("\n") == 1
+    assert "--until -1 is not after the first time (0) of series 'a'; choose a later time." in err
+
+
+def test_neural_ode_and_csv_configs_train(capsys, tmp_path):
+    for config, extra in (("neural_ode_circle.toml", ["--set", "data.n_series=60", "--set", "model.ode_step=0.5"]),
+                          ("neural_ode_spiral_adjoint.toml", ["--set", "data.n_series=30", "--set", "model.ode_rtol=1e-3",
+                                                              "--set", "model.ode_atol=1e-4"]),
+                          ("latent_ode_csv.toml", ["--set", f"data.path={CONFIGS / 'series_example.csv'}",
+                                                   "--set", "model.ode_hidden=[8]"])):
+        run = tmp_path / config
+        code, out, err = _cli(capsys, "train", str(CONFIGS / config), "--out", str(run), "--quiet", "--no-report",
+                              "--set", "train.max_steps=2", "--set", "train.epochs=1", *extra)
+        assert code == 0, (config, err)
+        code, out, err = _cli(capsys, "evaluate", str(run))
+        assert code == 0, (config, err)
+
+
+def test_forecast_of_an_image_run_is_refused(capsys, trained_run, tmp_path):
+    inp = tmp_path / "x.csv"
+    inp.write_text("id,time,x\na,0,1\na,1,2\n")
+    code, _, err = _cli(capsys, "forecast", str(trained_run.path), "--input", str(inp), "--until", "3")
+    assert code == 2 and "needs a run trained on time series" in err and err.count("\n") == 1
+
+
+def test_sample_of_a_time_series_run_points_to_forecast(capsys, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = _cli(capsys, "train", str(CONFIGS / "rnn_spirals.toml"), "--out", str(run), "--no-report", *SMOKE)
+    assert code == 0, err
+    code, _, err = _cli(capsys, "sample", str(run), "--n", "4", "--out", str(tmp_path / "s.npy"))
+    assert code == 2 and "use 'lvmkit forecast RUN --input FILE --until T'" in err and err.count("\n") == 1
