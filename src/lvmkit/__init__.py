@@ -25,18 +25,19 @@ from .model import LatentVariableModel, LossOutput, build_model
 from .networks import NETWORKS
 from .regularizers import REGULARIZERS
 from .registry import Registry
+from .run import Run
+from .train import resume, train
+from .sampling import sample
 from .anomaly import SCORES, anomaly
-from .oneclass import one_class
 from .cluster import CLUSTERERS, cluster, cluster_metrics, hungarian_accuracy
 from .latent import LatentEncoder
+from .oneclass import one_class
 from .probe import probe
-from .run import Run
-from . import attpc
 from .ode import SOLVERS, ODESolver, SolverError
-from . import timeseries  # registers data sources spirals/circle/cubic-spiral/csv and families latent-ode/rnn/neural-ode
+# Subpackages that register data sources and model families when imported.
+from . import attpc  # noqa: E402  data.name = "attpc"
+from . import timeseries  # noqa: E402  spirals/circle/cubic-spiral/csv; latent-ode/rnn/neural-ode
 from .timeseries import forecast
-from .sampling import sample
-from .train import resume, train
 
 
 def __getattr__(name: str):

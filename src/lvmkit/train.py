@@ -210,11 +210,10 @@ class Trainer:
             else:
                 self.bad_epochs += 1
                 improved = False
-            if self.stopped:
-                pass  # the model asked to stop (e.g. DEC assignments converged)
-            elif cfg.max_steps and self.step >= cfg.max_steps:
+            # A reason the model gave (e.g. DEC assignments converged) is kept as it is.
+            if not self.stopped and cfg.max_steps and self.step >= cfg.max_steps:
                 self.stopped = f"reached train.max_steps = {cfg.max_steps}"
-            elif cfg.patience and self.bad_epochs >= cfg.patience:
+            elif not self.stopped and cfg.patience and self.bad_epochs >= cfg.patience:
                 self.stopped = f"early stopping: no validation improvement in {cfg.patience} epochs"
             with open(self.run.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
