@@ -42,10 +42,11 @@ class AbstractModel(nn.Module, abc.ABC):
         stop training or None. Default: nothing."""
         return None
 
-    def evaluate_split(self, split, k: int) -> dict:
-        """Family-specific test metrics on a split (``lvmkit evaluate``); autoencoders are
-        evaluated by :func:`lvmkit.evaluate` itself. ``k``: samples for Monte Carlo estimates."""
-        raise NotImplementedError(f"{type(self).__name__} defines no test metrics")
+    @abc.abstractmethod
+    def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:
+        """Family-specific test metrics on a split (what ``lvmkit evaluate`` adds to the test
+        objective). ``k``: samples for Monte Carlo estimates; ``batch_size``: examples per
+        estimator call. Returns a flat dict of numbers."""
 
     @property
     def objective_stage(self) -> int:

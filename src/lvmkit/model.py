@@ -3,6 +3,7 @@ input corruption. AE, DAE, VAE, beta-VAE and InfoVAE are configurations of this 
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from torch import Tensor, nn
@@ -146,6 +147,36 @@ class LatentVariableModel(AbstractModel):
             total = torch.logaddexp(total, torch.logsumexp(log_w, 0))
             done += m
         return total - math.log(k)
+
+    @torch.no_grad()
+    def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:
+        """Reconstruction error; with a stochastic encoder also the single-sample ELBO and its
+        terms and the importance-weighted log p(x) with ``k`` samples, batched over examples."""
+        from .data import batches
+
+        sq = sum(float(((self.reconstruct(xb) - xb) ** 2).flatten(1).sum()) for xb, _ in batches(split, 256, shuffle=False))
+        out: dict = {"recon_sq_error": sq / len(split)}  # per example, summed over dimensions
+        if not self.stochastic:
+            return out
+        parts: dict[str, list[Tensor]] = {}
+        for xb, _ in batches(split, 256, shuffle=False):
+            for name, v in self.elbo(xb).items():
+                parts.setdefault(name, []).append(v)
+        out.update({f"test_{name}": float(torch.cat(v).mean()) for name, v in parts.items()})
+        t0 = time.perf_counter()
+        ll = torch.cat([self.log_likelihood(xb, k) for xb, _ in batches(split, batch_size, shuffle=False)])
+        if ll.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        out.update({
+            "k": k,
+            "log_likelihood": float(ll.mean()),
+            "nll": -float(ll.mean()),
+            "nll_stderr": float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else 0.0,
+            "iw_seconds": seconds,
+            "iw_examples_per_second": len(ll) / seconds if seconds > 0 else float("inf"),
+        })
+        return out
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...]) -> AbstractModel:

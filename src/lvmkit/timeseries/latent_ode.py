@@ -121,7 +121,7 @@ class LatentODE(AbstractModel):
         no_fixed_shape_samples("latent-ode")
 
     @torch.no_grad()
-    def evaluate_split(self, split, k: int) -> dict:
+    def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:
         """MSE/RMSE of the posterior-mean trajectory at held-out entries, inside the observed
         window (interpolation) and after it (extrapolation); ``k`` is not used."""
         return held_out_scores(self, split)

@@ -87,7 +87,7 @@ class NeuralODERegression(AbstractModel):
         no_fixed_shape_samples("neural-ode")
 
     @torch.no_grad()
-    def evaluate_split(self, split, k: int) -> dict:
+    def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:
         """MSE/RMSE at held-out entries, interpolation and extrapolation; ``k`` is not used."""
         out = held_out_scores(self, split)
         if hasattr(self.field, "weight") and self.field.weight.dim() == 2:

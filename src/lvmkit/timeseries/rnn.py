@@ -88,7 +88,7 @@ class GRUForecaster(AbstractModel):
         no_fixed_shape_samples("rnn")
 
     @torch.no_grad()
-    def evaluate_split(self, split, k: int) -> dict:
+    def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:
         """MSE/RMSE at held-out entries, interpolation and extrapolation; ``k`` is not used."""
         return held_out_scores(self, split)
 
