@@ -20,7 +20,7 @@ def one_class(config: ExperimentConfig, normal_class: int | str, out: str | Path
     (and write to ``out/one_class.json``) the AUROC of each and their mean."""
     out = Path(out)
     if normal_class == "all":
-        data = load_data(config.data.model_copy(update={"limit": config.data.limit}), config.train.seed)
+        data = load_data(config.data, config.train.seed)
         if data.train.y is None:
             raise DataError("The one-class protocol needs a labelled data set; this one has no labels.")
         classes = sorted(set(data.train.y.tolist()))
