@@ -84,6 +84,20 @@ def test_max_steps_and_early_stopping(tmp_path):
     assert len(m) < 500 and len(m) - 1 - best == 2
 
 
+def test_cosine_schedule_sets_the_rate_of_every_step(tmp_path):
+    from lvmkit.schedules import cosine_decay
+
+    assert cosine_decay(0, 100, 0.1) == 1.0 and cosine_decay(100, 100, 0.1) == pytest.approx(0.1)
+    assert cosine_decay(50, 100, 0.1) == pytest.approx(0.55) and cosine_decay(500, 100, 0.1) == pytest.approx(0.1)
+    factors = [cosine_decay(s, 100, 0.0) for s in range(101)]
+    assert all(a > b for a, b in zip(factors, factors[1:]))
+    run = lvmkit.train(tiny_config(train={"epochs": 2, "lr": 0.01, "lr_schedule": "cosine", "lr_final": 0.1}),
+                       tmp_path / "run", progress=False)
+    assert run.read_metrics()[-1]["step"] == 40  # 20 batches per epoch
+    lr = lvmkit.load_checkpoint(run.checkpoints / "last.pt")["optimizer"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(0.01 * cosine_decay(39, 40, 0.1))  # the last step's rate, near the final 0.001
+
+
 def _final(run_dir):
     lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in m.items() if "seconds" not in k} for m in lines]
@@ -91,7 +105,8 @@ def _final(run_dir):
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     sets = ["--set", "train.epochs=40", "--set", "train.batch_size=8", "--set", "train.threads=1",
-            "--set", "model.hidden=[64]", "--set", "train.patience=0", "--no-report", "--quiet"]
+            "--set", "model.hidden=[64]", "--set", "train.patience=0", "--set", "train.lr_schedule=cosine",
+            "--no-report", "--quiet"]
     from conftest import CONFIGS
 
     cfg = str(CONFIGS / "vae_digits.toml")

@@ -40,6 +40,7 @@ class DataConfig(_Section):
     observed_points: Optional[int] = Field(None, ge=2)
     extrapolate_points: Optional[int] = Field(None, ge=0)
     obs_noise: Optional[float] = Field(None, ge=0.0)
+    curve_points: Optional[int] = Field(None, ge=10)
     id_column: str = "id"
     time_column: str = "time"
     features: Optional[list[str]] = None
@@ -116,6 +117,10 @@ class TrainConfig(_Section):
     max_steps: Optional[int] = Field(None, gt=0)
     batch_size: int = Field(128, gt=0)
     lr: float = Field(1e-3, gt=0.0)
+    # "cosine": the learning rate falls from lr to lr * lr_final over the planned steps
+    # (epochs x batches per epoch, or max_steps if fewer); early stopping may end it sooner.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_final: float = Field(0.01, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: float = Field(100.0, ge=0.0)
     patience: int = Field(10, ge=0)

@@ -16,6 +16,7 @@ from .data import Dataset, Split, batches, load_data
 from .errors import ConfigError, TrainingDiverged
 from .model import LatentVariableModel, build_model
 from .run import Run
+from .schedules import cosine_decay
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,6 +93,8 @@ class Trainer:
         self.bad_epochs = 0
         self.best_stage = 0
         self.stopped = ""
+        per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+        self.planned_steps = min(cfg.epochs * per_epoch, cfg.max_steps or math.inf)
 
     # -- checkpoints --------------------------------------------------------------------------
     def _payload(self) -> dict:
@@ -169,6 +172,10 @@ class Trainer:
             norm = torch.nn.utils.get_total_norm(grads)
             if norm > cfg.grad_clip:
                 torch.nn.utils.clip_grads_with_norm_(self.params, cfg.grad_clip, norm)
+        if cfg.lr_schedule == "cosine":
+            factor = cosine_decay(self.step, self.planned_steps, cfg.lr_final)
+            for group in self.opt.param_groups:
+                group["lr"] = cfg.lr * factor
         self.opt.step()
         self.step += 1
         for k, v in out.terms.items():
