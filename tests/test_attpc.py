@@ -165,6 +165,26 @@ def test_point_set_keeps_the_brightest_points_scaled_and_masked():
     assert mask2.all() and few[1, 3] == pytest.approx(np.log1p(10.0) / np.log1p(100.0))
 
 
+def test_azimuthal_alignment_rotates_the_charge_centre_onto_plus_x():
+    from lvmkit.attpc.project import align_azimuth
+
+    pts = np.array([[0.0, 100.0, 5.0, 3.0], [0.0, 50.0, 7.0, 1.0]])  # both on +y: rotate by -90 degrees
+    np.testing.assert_allclose(align_azimuth(pts), [[100.0, 0, 5.0, 3.0], [50.0, 0, 7.0, 1.0]], atol=1e-9)
+    rng = np.random.default_rng(0)
+    track = _track(40, rng)
+    aligned = align_azimuth(track)
+    centre = np.average(aligned[:, :2], axis=0, weights=aligned[:, 3])
+    assert centre[0] > 0 and abs(centre[1]) < 1e-9
+    np.testing.assert_allclose(np.hypot(aligned[:, 0], aligned[:, 1]), np.hypot(track[:, 0], track[:, 1]))
+    for phi in (0.3, 2.0, -2.9):  # any rotation of the event about the beam axis aligns to the same points
+        c, s = np.cos(phi), np.sin(phi)
+        turned = track.copy()
+        turned[:, 0], turned[:, 1] = c * track[:, 0] - s * track[:, 1], s * track[:, 0] + c * track[:, 1]
+        np.testing.assert_allclose(align_azimuth(turned), aligned, atol=1e-9)
+    still = np.array([[10.0, 0, 1, 1.0], [-10.0, 0, 1, 1.0]])  # charge centre on the axis: left as it is
+    np.testing.assert_array_equal(align_azimuth(still), still)
+
+
 # ---- conversion --------------------------------------------------------------------------
 
 def test_convert_writes_chunked_compressed_images_labels_and_skip_counts(tmp_path):
@@ -191,6 +211,16 @@ def test_convert_writes_chunked_compressed_images_labels_and_skip_counts(tmp_pat
         first = attpc.project(next(iter(attpc.read_spyral(a))).points, "xy", scale=stats["charge_scale"])
         np.testing.assert_array_equal(x[0, 0], first)
     assert not (tmp_path / "set.h5.partial").exists()
+    attpc.convert([a], tmp_path / "aligned.h5", min_points=3, align="azimuth")
+    with h5py.File(tmp_path / "aligned.h5") as f:
+        from lvmkit.attpc.project import align_azimuth
+
+        assert f.attrs["align"] == "azimuth"
+        event = next(iter(attpc.read_spyral(a, min_points=3)))
+        np.testing.assert_array_equal(f["x"][0, 0], attpc.project(align_azimuth(event.points), "xy",
+                                                                  scale=float(f.attrs["charge_scale"])))
+    with pytest.raises(DataError, match="Unknown alignment 'north'; choose 'none' or 'azimuth'"):
+        attpc.convert([a], tmp_path / "bad.h5", align="north")
 
 
 def test_convert_planes_points_uint8_and_label_files(tmp_path):

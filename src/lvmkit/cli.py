@@ -132,6 +132,7 @@ def convert_attpc(
     min_points: Annotated[int, typer.Option(help="Drop events with fewer points (the thesis used 50).")] = 50,
     labels: Annotated[Optional[Path], typer.Option(help="CSV of event,label for files without labels (real data).")] = None,
     scale: Annotated[str, typer.Option(help="Charge scale: global (the set's largest log1p charge), event, or a number.")] = "global",
+    align: Annotated[str, typer.Option(help="none, or azimuth: rotate each event about the beam axis so its charge centre lies on +x.")] = "none",
 ) -> None:
     """Project events to 128 x 128 images (log1p charge in [0, 1]) and write one compressed set."""
     from .attpc import convert
@@ -140,7 +141,8 @@ def convert_attpc(
         scale_arg = float(scale)
     except ValueError:
         scale_arg = scale
-    stats = convert(inputs, out, projection, strict=strict, min_points=min_points, labels=labels, scale=scale_arg)
+    stats = convert(inputs, out, projection, strict=strict, min_points=min_points, labels=labels, scale=scale_arg,
+                    align=align)
     for key, v in stats.items():
         typer.echo(f"{key:>24}  {v}")
     typer.echo(str(out))

@@ -58,6 +58,32 @@ def log_charge(charge: np.ndarray, scale: Optional[float]) -> np.ndarray:
     return np.clip(q / s, 0.0, 1.0)
 
 
+def align_azimuth(points: np.ndarray) -> np.ndarray:
+    """Rotate an event about the beam axis (x = y = 0) so that its charge-weighted mean
+    position in x-y lies on the +x axis; z, charge and further columns are kept.
+
+    The detector is symmetric under such rotations (the field is along the beam), so the
+    azimuth of an event says nothing about its class; aligning removes it from the images
+    and leaves the models' codes to track length, curvature and brightness. An event whose
+    weighted mean sits on the axis is returned unchanged.
+    """
+    points = _check_points(points)
+    out = np.array(points, dtype=np.float64, copy=True)
+    if len(out) == 0:
+        return out
+    w = np.maximum(out[:, 3], 0.0)
+    if w.sum() <= 0:
+        w = np.ones(len(out))
+    mx, my = np.average(out[:, 0], weights=w), np.average(out[:, 1], weights=w)
+    if np.hypot(mx, my) == 0.0:
+        return out
+    phi = np.arctan2(my, mx)
+    c, s = np.cos(phi), np.sin(phi)
+    x, y = out[:, 0].copy(), out[:, 1].copy()
+    out[:, 0], out[:, 1] = c * x + s * y, -s * x + c * y
+    return out
+
+
 def project(points: np.ndarray, plane: str = "xy", bins: int = 128, scale: Optional[float] = None) -> np.ndarray:
     """Project an event onto a plane as a (bins, bins) float32 image in [0, 1].
 
