@@ -68,16 +68,18 @@ def test_dopri5_error_follows_the_tolerance(tol):
 
 def _field(kind: str) -> nn.Module:
     """A field without per_sample_vjp (vmap path) or lvmkit's fields (their fast path)."""
-    from lvmkit.timeseries import LinearField, MLPField
+    from lvmkit.timeseries import LinearField, MLPField, SumField
 
     torch.manual_seed(4)
-    f = {"generic": Linear, "mlp": lambda: MLPField(2, [8, 8], "tanh"), "linear": lambda: LinearField(2)}[kind]()
+    f = {"generic": Linear, "mlp": lambda: MLPField(2, [8, 8], "tanh"), "linear": lambda: LinearField(2),
+         "linear+mlp": lambda: SumField(LinearField(2), MLPField(2, [8], "elu"))}[kind]()
     return f.double()
 
 
 @pytest.mark.parametrize("method, options, field", [
     ("dopri5", {"rtol": 1e-10, "atol": 1e-10}, "generic"), ("rk4", {"step_size": 0.01}, "generic"),
     ("dopri5", {"rtol": 1e-10, "atol": 1e-10}, "mlp"), ("dopri5", {"rtol": 1e-10, "atol": 1e-10}, "linear"),
+    ("dopri5", {"rtol": 1e-10, "atol": 1e-10}, "linear+mlp"),
 ])
 def test_adjoint_gradients_equal_direct_gradients_in_float64(method, options, field):
     y0, t_eval, t_start = _problem()
@@ -91,7 +93,8 @@ def test_adjoint_gradients_equal_direct_gradients_in_float64(method, options, fi
         grads.append([p.grad for p in f.parameters()] + [y.grad])
         assert (solver.counts.backward > 0) == adjoint
     for direct, adjoint in zip(*grads):
-        torch.testing.assert_close(adjoint, direct, rtol=1e-7, atol=1e-8)
+        # The seminorm leaves the parameter adjoints out of step-size control: ~1e-7 agreement.
+        torch.testing.assert_close(adjoint, direct, rtol=1e-6, atol=1e-7)
 
 
 def test_each_series_is_solved_on_its_own_grid():

@@ -36,7 +36,7 @@ computed per series before the batch mean.
 from .packing import ABSENT, HELD_OUT, OBSERVED, channels, compact, pack, series_shape, unpack
 from . import sources as _sources  # noqa: F401  (registers data.name = spirals, circle, cubic-spiral, csv)
 from .sources import hold_out, read_long_csv, spiral_curves
-from .parts import RECOGNITIONS, VECTOR_FIELDS, GRURecognition, HeldOutErrors, LinearField, MLPField, ODERNNRecognition
+from .parts import RECOGNITIONS, VECTOR_FIELDS, GRURecognition, HeldOutErrors, LinearField, MLPField, ODERNNRecognition, SumField
 from .latent_ode import LatentODE, build_latent_ode
 from .rnn import GRUForecaster, build_rnn
 from .neural_ode import NeuralODERegression, build_neural_ode
@@ -44,7 +44,7 @@ from .forecast import forecast
 
 __all__ = [
     "ABSENT", "HELD_OUT", "OBSERVED", "RECOGNITIONS", "VECTOR_FIELDS", "GRUForecaster", "GRURecognition", "HeldOutErrors",
-    "LatentODE", "LinearField", "MLPField", "NeuralODERegression", "ODERNNRecognition", "build_latent_ode",
+    "LatentODE", "LinearField", "MLPField", "NeuralODERegression", "ODERNNRecognition", "SumField", "build_latent_ode",
     "build_neural_ode", "build_rnn", "channels", "compact", "forecast", "hold_out", "pack", "read_long_csv",
     "series_shape", "spiral_curves", "unpack",
 ]

@@ -72,10 +72,30 @@ class LinearField(nn.Module):
         return self.forward(t, y), a @ self.weight, [a[:, :, None] * y[:, None, :], a]
 
 
+class SumField(nn.Module):
+    """dy/dt = sum of fields, e.g. ``"linear+mlp"``: A y + b + MLP(y). The linear part carries
+    rotations and growth beyond the states seen in training, where an MLP alone flattens out."""
+
+    def __init__(self, *fields: nn.Module) -> None:
+        super().__init__()
+        self.fields = nn.ModuleList(fields)
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        return sum(f(t, y) for f in self.fields)
+
+    def per_sample_vjp(self, t: Tensor, y: Tensor, a: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """See :meth:`MLPField.per_sample_vjp`: the parts' results summed, their parameter
+        gradients in parameter order."""
+        parts = [f.per_sample_vjp(t, y, a) for f in self.fields]
+        return (sum(p[0] for p in parts), sum(p[1] for p in parts), [g for p in parts for g in p[2]])
+
+
 #: ``model.vector_field`` -> ``build(dim, cfg) -> nn.Module``
 VECTOR_FIELDS: Registry[Callable[..., nn.Module]] = Registry("vector field")
 VECTOR_FIELDS.register("mlp")(lambda dim, cfg: MLPField(dim, list(cfg.ode_hidden), cfg.activation))
 VECTOR_FIELDS.register("linear")(lambda dim, cfg: LinearField(dim))
+VECTOR_FIELDS.register("linear+mlp")(lambda dim, cfg: SumField(LinearField(dim), MLPField(dim, list(cfg.ode_hidden),
+                                                                                          cfg.activation)))
 
 
 # -- recognition networks: observed rows -> hidden state at the series origin -----------------
@@ -217,5 +237,5 @@ def held_out_scores(model, split, batch_size: int = 256) -> dict:
     return errors.result()
 
 
-__all__ = ["GRURecognition", "HeldOutErrors", "held_out_scores", "LinearField", "MLPField", "ODERNNRecognition", "RECOGNITIONS",
+__all__ = ["GRURecognition", "HeldOutErrors", "held_out_scores", "LinearField", "MLPField", "ODERNNRecognition", "RECOGNITIONS", "SumField",
            "VECTOR_FIELDS", "check_family", "no_fixed_shape_samples", "gaussian_likelihood", "masked_log_lik", "mlp", "observed_rows", "time_gaps"]

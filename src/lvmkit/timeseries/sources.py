@@ -39,11 +39,11 @@ def _or(value, default):
 SPIRAL_POINTS, SPIRAL_STOP = 500, 6 * math.pi  # the torchdiffeq example: theta in [0, 6 pi], 500 points
 
 
-def spiral_curves(a: float = 0.0, b: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The two noise-free spirals of the torchdiffeq latent ODE example: times (500,),
-    clockwise (500, 2) with r = a + 50 b / (6 pi + 1 - t), counter-clockwise (500, 2) with
-    r = a + b t, centred at x = -5 and x = +5."""
-    ts = np.linspace(0.0, SPIRAL_STOP, SPIRAL_POINTS)
+def spiral_curves(a: float = 0.0, b: float = 0.3, points: int = SPIRAL_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two noise-free spirals of the torchdiffeq latent ODE example: times (points,) over
+    [0, 6 pi], clockwise (points, 2) with r = a + 50 b / (6 pi + 1 - t), counter-clockwise
+    (points, 2) with r = a + b t, centred at x = -5 and x = +5."""
+    ts = np.linspace(0.0, SPIRAL_STOP, points)
     zs = SPIRAL_STOP + 1.0 - ts
     r = a + b * 50.0 / zs
     cw = np.stack([r * np.cos(zs) - 5.0, r * np.sin(zs)], axis=1)
@@ -55,25 +55,31 @@ def spiral_curves(a: float = 0.0, b: float = 0.3) -> tuple[np.ndarray, np.ndarra
 @SOURCES.register("spirals")
 def spirals(cfg: DataConfig) -> RawData:
     """Chen et al. 2018 sec. 5.1: ``n_series`` (1000) spirals, half clockwise, each a window
-    of ``window_points`` (100) consecutive points of its curve starting at a random point, of
+    of ``window_points`` (100) consecutive points of its curve (``curve_points`` (500) points
+    over theta in [0, 6 pi]; the example's script sets 1000 but, by a slip, runs with its
+    function's default 500) starting at a random point, of
     which a random subset of ``observed_points`` (all) is observed with Gaussian noise of std
     ``obs_noise`` (0.1); the rest of the window is held out (interpolation targets) and so are
     the next ``extrapolate_points`` (100) points (extrapolation targets), with the same noise.
-    Times run from 0 at each window's start. Label: 0 clockwise, 1 counter-clockwise. The
+    Series stay ``window_points`` points away from both ends of the curve. Times run from 0 at each window's start. Label: 0 clockwise, 1 counter-clockwise. The
     simulator's seed is fixed (0), so every run sees the same series."""
     _unscaled(cfg)
     n, window = _or(cfg.n_series, 1000), _or(cfg.window_points, 100)
     n_obs, n_ext, noise = _or(cfg.observed_points, window), _or(cfg.extrapolate_points, 100), _or(cfg.obs_noise, 0.1)
-    if window + n_ext > SPIRAL_POINTS:
-        raise ConfigError(f"Each spiral has {SPIRAL_POINTS} points, fewer than data.window_points + data.extrapolate_points "
+    points = _or(cfg.curve_points, SPIRAL_POINTS)
+    if window + n_ext > points:
+        raise ConfigError(f"Each spiral has {points} points (data.curve_points), fewer than data.window_points + data.extrapolate_points "
                           f"= {window + n_ext}; lower one of them.")
     if n_obs > window:
         raise ConfigError(f"data.observed_points = {n_obs} exceeds data.window_points = {window}; observe at most the whole window.")
-    ts, cw, cc = spiral_curves()
+    ts, cw, cc = spiral_curves(points=points)
     rng = np.random.default_rng(0)
     length = window + n_ext
-    hi = SPIRAL_POINTS - length
-    lo = min(window, hi)  # as the example: not too near the start of the curve
+    # As the example, keep series window_points away from both ends of the curve, where the
+    # clockwise spiral's radius 50 b / (6 pi + 1 - t) blows up; here the extrapolation points
+    # are part of the series, so a series starting at i0 ends at i0 + length + margin at most.
+    margin = min(window, (points - length) // 2)
+    lo, hi = margin, points - length - margin
     x = np.zeros((n, length, 5), dtype=np.float32)
     y = np.zeros(n, dtype=np.int64)
     for i in range(n):
