@@ -175,6 +175,20 @@ def test_a_series_loss_does_not_depend_on_its_batch(case, spirals):
     torch.testing.assert_close(pred_a, pred_b, rtol=1e-5, atol=1e-5)
 
 
+def test_rnn_predicts_rows_before_the_first_observation_with_its_values(spirals):
+    from lvmkit.timeseries.packing import HELD_OUT, OBSERVED, channels
+
+    _, model = _model("rnn", spirals.shape)
+    x = spirals.train.x[:6].clone()
+    t, v, c = channels(x)
+    c[:, :3] = HELD_OUT  # the first three rows become held-out targets
+    c[:, 3] = OBSERVED
+    with torch.no_grad():
+        pred = model.predict(x)[0]
+    torch.testing.assert_close(pred[:, :3], v[:, 3:4].expand(-1, 3, -1))
+    assert not torch.allclose(pred[:, 4:], v[:, 3:4].expand(-1, pred.shape[1] - 4, -1))
+
+
 # -- the seed's circle: the linear vector field --------------------------------------------------
 def test_linear_vector_field_is_recovered_on_circular_data():
     """Seed report sec. 5.1.1: x(0) = (1, 0), one point x(t_stop) per series; the fitted A is
