@@ -36,7 +36,9 @@ def _or(value, default):
 
 
 # -- Chen et al. 2018 bidirectional spirals ---------------------------------------------------
-SPIRAL_POINTS, SPIRAL_STOP = 500, 6 * math.pi  # the torchdiffeq example: theta in [0, 6 pi], 500 points
+# The torchdiffeq example: theta in [0, 6 pi] at ntotal = 1000 points, as its script sets (its
+# call forgets to pass ntotal, so the example itself runs with the function's default 500).
+SPIRAL_POINTS, SPIRAL_STOP = 1000, 6 * math.pi
 
 
 def spiral_curves(a: float = 0.0, b: float = 0.3, points: int = SPIRAL_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,8 +57,8 @@ def spiral_curves(a: float = 0.0, b: float = 0.3, points: int = SPIRAL_POINTS) -
 @SOURCES.register("spirals")
 def spirals(cfg: DataConfig) -> RawData:
     """Chen et al. 2018 sec. 5.1: ``n_series`` (1000) spirals, half clockwise, each a window
-    of ``window_points`` (100) consecutive points of its curve (``curve_points`` (500) points
-    over theta in [0, 6 pi]; the example's script sets 1000 but, by a slip, runs with its
+    of ``window_points`` (100) consecutive points of its curve (``curve_points`` (1000) points
+    over theta in [0, 6 pi], as the example's script sets; by a slip the example runs with its
     function's default 500) starting at a random point, of
     which a random subset of ``observed_points`` (all) is observed with Gaussian noise of std
     ``obs_noise`` (0.1); the rest of the window is held out (interpolation targets) and so are
