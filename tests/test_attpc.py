@@ -152,6 +152,12 @@ def test_charge_is_log1p_scaled_to_unit_interval():
     fixed = attpc.project(pts, "xy", scale=4.0)[64]
     np.testing.assert_allclose(fixed[fixed > 0], [0.25, 0.5], rtol=1e-6)  # two points, one pixel: the max
     np.testing.assert_allclose(attpc.log_charge(np.array([-5.0, e**3 - 1]), 2.0), [0.0, 1.0])
+    linear = attpc.project(pts, "xy", intensity="linear")[64]  # charges e - 1 and e^2 - 1 over e^2 - 1
+    np.testing.assert_allclose(linear[linear > 0], [(e - 1) / (e**2 - 1), 1.0], rtol=1e-6)
+    feats, _ = attpc.point_set(pts, n_max=4, scale=5.0, intensity="linear")
+    np.testing.assert_allclose(feats[:, 3], [1.0, (e - 1) / 5, 0.2, 0.0], rtol=1e-6)  # e^2 - 1 > 5: clipped
+    with pytest.raises(DataError, match="Unknown intensity 'cubic'; choose one of: log1p, linear"):
+        attpc.project(pts, "xy", intensity="cubic")
 
 
 def test_point_set_keeps_the_brightest_points_scaled_and_masked():
@@ -221,6 +227,11 @@ def test_convert_writes_chunked_compressed_images_labels_and_skip_counts(tmp_pat
                                                                   scale=float(f.attrs["charge_scale"])))
     with pytest.raises(DataError, match="Unknown alignment 'north'; choose 'none' or 'azimuth'"):
         attpc.convert([a], tmp_path / "bad.h5", align="north")
+    stats = attpc.convert([a], tmp_path / "linear.h5", min_points=3, intensity="linear")
+    with h5py.File(tmp_path / "linear.h5") as f:
+        top = max(e.points[:, 3].max() for e in attpc.read_spyral(a, min_points=3))
+        assert f.attrs["intensity"] == "linear" and stats["charge_scale"] == pytest.approx(top)
+        assert float(f["x"][()].max()) == pytest.approx(1.0)
 
 
 def test_convert_planes_points_uint8_and_label_files(tmp_path):

@@ -133,8 +133,9 @@ def convert_attpc(
     labels: Annotated[Optional[Path], typer.Option(help="CSV of event,label for files without labels (real data).")] = None,
     scale: Annotated[str, typer.Option(help="Charge scale: global (the set's largest log1p charge), event, or a number.")] = "global",
     align: Annotated[str, typer.Option(help="none, or azimuth: rotate each event about the beam axis so its charge centre lies on +x.")] = "none",
+    intensity: Annotated[str, typer.Option(help="Pixel intensity: log1p of the charge (the thesis) or linear, then divided by the scale.")] = "log1p",
 ) -> None:
-    """Project events to 128 x 128 images (log1p charge in [0, 1]) and write one compressed set."""
+    """Project events to 128 x 128 images (log1p, or linear, charge in [0, 1]) and write one compressed set."""
     from .attpc import convert
 
     try:
@@ -142,7 +143,7 @@ def convert_attpc(
     except ValueError:
         scale_arg = scale
     stats = convert(inputs, out, projection, strict=strict, min_points=min_points, labels=labels, scale=scale_arg,
-                    align=align)
+                    align=align, intensity=intensity)
     for key, v in stats.items():
         typer.echo(f"{key:>24}  {v}")
     typer.echo(str(out))

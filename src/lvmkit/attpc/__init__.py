@@ -13,12 +13,12 @@ Only :func:`simulate` needs attpc-engine; reading and converting need h5py alone
 """
 from . import source as _source  # noqa: F401  (registers data.name = "attpc")
 from .convert import convert, read_labels
-from .project import DRIFT_LENGTH_MM, PLANES, align_azimuth, log_charge, point_set, project
+from .project import DRIFT_LENGTH_MM, PLANES, align_azimuth, charge_value, log_charge, point_set, project, scale_charge
 from .simulate import REACTIONS, AttpcSetup, simulate
 from .spyral import BAD_REASONS, CLASS_NAMES, PAD_PLANE_RADIUS_MM, SpyralEvent, SpyralReader, read_spyral
 
 __all__ = [
     "AttpcSetup", "BAD_REASONS", "CLASS_NAMES", "DRIFT_LENGTH_MM", "PAD_PLANE_RADIUS_MM", "PLANES", "REACTIONS",
-    "SpyralEvent", "SpyralReader", "align_azimuth", "convert", "log_charge", "point_set", "project", "read_labels", "read_spyral",
+    "SpyralEvent", "SpyralReader", "align_azimuth", "charge_value", "convert", "log_charge", "point_set", "project", "scale_charge", "read_labels", "read_spyral",
     "simulate",
 ]

@@ -8,7 +8,7 @@ Output layout (``data.name = "attpc"`` reads it)::
     y          int64 (N,) labels, -1 where unknown; absent when no event has a label
     event_id   int64 (N,) event number inside its source file
     source     int32 (N,) index into the attribute ``sources``
-    attrs      class_names, projection, planes, bins, charge, align, charge_scale, min_points,
+    attrs      class_names, projection, planes, bins, charge, intensity, align, charge_scale, min_points,
                sources, n_events, skipped_<reason> for every reason counted
 
 Events are read, projected and written ``chunk`` at a time into resizable, chunked, gzip
@@ -28,7 +28,7 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ..errors import DataError
-from .project import DRIFT_LENGTH_MM, PLANES, align_azimuth, point_set, project
+from .project import DRIFT_LENGTH_MM, PLANES, align_azimuth, charge_value, point_set, project
 from .spyral import CLASS_NAMES, PAD_PLANE_RADIUS_MM, SpyralReader
 
 # Letters of the thesis's hand labels (runs 0130 and 0210: p proton, c carbon, j junk).
@@ -80,11 +80,11 @@ def _readers(inputs: Sequence[Path], min_points: int, strict: bool, charge: str)
     return [SpyralReader(p, min_points=min_points, strict=strict, charge=charge) for p in inputs]
 
 
-def _global_scale(inputs: Sequence[Path], min_points: int, strict: bool, charge: str) -> float:
+def _global_scale(inputs: Sequence[Path], min_points: int, strict: bool, charge: str, intensity: str) -> float:
     top = 0.0
     for reader in _readers(inputs, min_points, strict, charge):
         for event in reader:
-            top = max(top, float(np.log1p(np.maximum(event.points[:, 3], 0.0)).max()))
+            top = max(top, float(charge_value(event.points[:, 3], intensity).max()))
     return top
 
 
@@ -122,7 +122,8 @@ class _Sink:
 def convert(inputs: Sequence[Path | str], out: Path | str, projection: Union[str, Sequence[str]] = "xy", *,
             bins: int = 128, n_max: int = 1024, min_points: int = 50, strict: bool = False,
             labels: Optional[Union[Mapping[int, int], Path, str]] = None, scale: Union[str, float] = "global",
-            charge: str = "amplitude", align: str = "none", dtype: str = "float32", chunk: int = 64) -> dict:
+            charge: str = "amplitude", intensity: str = "log1p", align: str = "none", dtype: str = "float32",
+            chunk: int = 64) -> dict:
     """Convert Spyral point-cloud files into one HDF5 training set (layout in the module docstring).
 
     Args:
@@ -136,10 +137,11 @@ def convert(inputs: Sequence[Path | str], out: Path | str, projection: Union[str
         labels: event number -> class index, or a CSV file for :func:`read_labels`; where it
             has an event, it overrides the label stored in the file (the same event number in
             two input files gets the same label).
-        scale: ``"global"`` (divide ``log1p(charge)`` by its maximum over all inputs, measured
+        scale: ``"global"`` (divide ``intensity(charge)`` by its maximum over all inputs, measured
             in a first pass), ``"event"`` (each event's own maximum) or a number (e.g. the
             ``charge_scale`` attribute of a training set, to convert test data alike).
         charge: ``"amplitude"`` or ``"integral"`` column as the charge.
+        intensity: ``"log1p"`` (the thesis) or ``"linear"`` map of the charge, before scaling.
         align: ``"none"`` or ``"azimuth"``: rotate each event about the beam axis so that its
             charge-weighted mean lies on +x (:func:`~lvmkit.attpc.project.align_azimuth`).
         dtype: ``"float32"`` or ``"uint8"`` (images times 255, rounded) for images.
@@ -168,12 +170,13 @@ def convert(inputs: Sequence[Path | str], out: Path | str, projection: Union[str
         raise DataError(f"Unknown charge scale {scale!r}; choose 'global', 'event' or a positive number.")
     if not isinstance(scale, str) and not (np.isfinite(scale) and scale > 0):
         raise DataError(f"The charge scale must be a positive number, got {scale}.")
+    charge_value(np.zeros(1), intensity)  # an unknown intensity fails here, before any work
     if align not in ("none", "azimuth"):
         raise DataError(f"Unknown alignment {align!r}; choose 'none' or 'azimuth'.")
     label_map = read_labels(labels) if isinstance(labels, (str, Path)) else labels
     readers = _readers(inputs, min_points, strict, charge)  # checks every file before any work
     if scale == "global":
-        divisor: Optional[float] = _global_scale(inputs, min_points, strict, charge) or None
+        divisor: Optional[float] = _global_scale(inputs, min_points, strict, charge, intensity) or None
     else:
         divisor = None if scale == "event" else float(scale)
 
@@ -199,9 +202,9 @@ def convert(inputs: Sequence[Path | str], out: Path | str, projection: Union[str
                     row = {"y": -1 if label is None else label, "event_id": event.event_id, "source": index}
                     points = align_azimuth(event.points) if align == "azimuth" else event.points
                     if planes == ["points"]:
-                        row["x"], row["mask"] = point_set(points, n_max, divisor)
+                        row["x"], row["mask"] = point_set(points, n_max, divisor, intensity)
                     else:
-                        img = np.stack([project(points, p, bins, divisor) for p in planes])
+                        img = np.stack([project(points, p, bins, divisor, intensity) for p in planes])
                         row["x"] = np.rint(img * 255) if dtype == "uint8" else img
                     sink.add(**row)
                     if label is not None:
@@ -216,7 +219,7 @@ def convert(inputs: Sequence[Path | str], out: Path | str, projection: Union[str
                 del f["y"]
             f.attrs.update({
                 "class_names": list(CLASS_NAMES), "projection": ",".join(planes), "bins": bins,
-                "extent_mm": [PAD_PLANE_RADIUS_MM, DRIFT_LENGTH_MM], "charge": charge, "align": align,
+                "extent_mm": [PAD_PLANE_RADIUS_MM, DRIFT_LENGTH_MM], "charge": charge, "intensity": intensity, "align": align,
                 "charge_scale": "event" if divisor is None else divisor, "min_points": min_points,
                 "sources": [str(p) for p in inputs], "n_events": sink.n,
                 **{f"skipped_{k}": v for k, v in sorted(counts.items())},

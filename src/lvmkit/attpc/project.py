@@ -49,13 +49,31 @@ def _check_points(points: np.ndarray) -> np.ndarray:
     return points
 
 
-def log_charge(charge: np.ndarray, scale: Optional[float]) -> np.ndarray:
-    """``log1p(max(charge, 0)) / scale`` clipped to [0, 1]; ``scale=None``: the maximum of ``log1p``."""
-    q = np.log1p(np.maximum(np.asarray(charge, dtype=np.float64), 0.0))
+#: ``intensity`` -> the map of a (non-negative) charge before it is divided by the scale: the
+#: thesis's ``log1p``, or ``linear``, which keeps brightness ratios (carbon recoils deposit far
+#: more charge per pad than protons; log1p squeezes that difference).
+INTENSITIES = {"log1p": np.log1p, "linear": lambda q: q}
+
+
+def charge_value(charge: np.ndarray, intensity: str = "log1p") -> np.ndarray:
+    """The intensity map of ``max(charge, 0)`` (float64), before scaling."""
+    if intensity not in INTENSITIES:
+        raise DataError(f"Unknown intensity {intensity!r}; choose one of: {', '.join(INTENSITIES)}.")
+    return INTENSITIES[intensity](np.maximum(np.asarray(charge, dtype=np.float64), 0.0))
+
+
+def scale_charge(charge: np.ndarray, scale: Optional[float], intensity: str = "log1p") -> np.ndarray:
+    """``intensity(max(charge, 0)) / scale`` clipped to [0, 1]; ``scale=None``: the largest value."""
+    q = charge_value(charge, intensity)
     s = q.max(initial=0.0) if scale is None else float(scale)
     if s <= 0:
         return np.zeros_like(q)
     return np.clip(q / s, 0.0, 1.0)
+
+
+def log_charge(charge: np.ndarray, scale: Optional[float]) -> np.ndarray:
+    """``log1p(max(charge, 0)) / scale`` clipped to [0, 1]; ``scale=None``: the maximum of ``log1p``."""
+    return scale_charge(charge, scale, "log1p")
 
 
 def align_azimuth(points: np.ndarray) -> np.ndarray:
@@ -84,7 +102,8 @@ def align_azimuth(points: np.ndarray) -> np.ndarray:
     return out
 
 
-def project(points: np.ndarray, plane: str = "xy", bins: int = 128, scale: Optional[float] = None) -> np.ndarray:
+def project(points: np.ndarray, plane: str = "xy", bins: int = 128, scale: Optional[float] = None,
+            intensity: str = "log1p") -> np.ndarray:
     """Project an event onto a plane as a (bins, bins) float32 image in [0, 1].
 
     Args:
@@ -92,7 +111,8 @@ def project(points: np.ndarray, plane: str = "xy", bins: int = 128, scale: Optio
             :class:`~lvmkit.attpc.SpyralEvent`.
         plane: ``"xy"`` (over +-275 mm on both axes), ``"xz"`` or ``"yz"`` (z over 0-1000 mm).
         bins: pixels per side.
-        scale: divisor of ``log1p(charge)``; None for the event's own maximum.
+        scale: divisor of ``intensity(charge)``; None for the event's own maximum.
+        intensity: ``"log1p"`` (the thesis) or ``"linear"``, see :data:`INTENSITIES`.
 
     Points outside the plane's extent are left out; the upper edge belongs to the last bin.
     """
@@ -104,7 +124,7 @@ def project(points: np.ndarray, plane: str = "xy", bins: int = 128, scale: Optio
     image = np.zeros((bins, bins), dtype=np.float32)
     if len(points) == 0:
         return image
-    value = log_charge(points[:, 3], scale).astype(np.float32)
+    value = scale_charge(points[:, 3], scale, intensity).astype(np.float32)
     axis_j, axis_i = PLANES[plane]
     j, in_j = _bin(points[:, axis_j], axis_j, bins)
     i, in_i = _bin(points[:, axis_i], axis_i, bins)
@@ -114,7 +134,8 @@ def project(points: np.ndarray, plane: str = "xy", bins: int = 128, scale: Optio
     return image
 
 
-def point_set(points: np.ndarray, n_max: int = 1024, scale: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
+def point_set(points: np.ndarray, n_max: int = 1024, scale: Optional[float] = None,
+              intensity: str = "log1p") -> tuple[np.ndarray, np.ndarray]:
     """A fixed-size point set: the ``n_max`` highest-charge points, zero-padded.
 
     Coordinates are scaled to the detector: x / 275 mm and y / 275 mm in [-1, 1], z / 1000 mm
@@ -134,8 +155,8 @@ def point_set(points: np.ndarray, n_max: int = 1024, scale: Optional[float] = No
     features[: len(kept), 1] = kept[:, 1] / PAD_PLANE_RADIUS_MM
     features[: len(kept), 2] = kept[:, 2] / DRIFT_LENGTH_MM
     # The event's own maximum comes from all its points, not only the kept ones.
-    s = np.log1p(np.maximum(points[:, 3], 0.0)).max(initial=0.0) if scale is None else scale
-    features[: len(kept), 3] = log_charge(kept[:, 3], s)
+    s = charge_value(points[:, 3], intensity).max(initial=0.0) if scale is None else scale
+    features[: len(kept), 3] = scale_charge(kept[:, 3], s, intensity)
     mask = np.zeros(n_max, dtype=bool)
     mask[: len(kept)] = True
     return features, mask
