@@ -11,6 +11,8 @@
    fall in).
 
     python benchmarks/attpc_thesis.py --n 1500 --n-other 1000 --json benchmarks/results/attpc_thesis.json
+    # the representation of BENCHMARKS.md's best rows: azimuth-aligned, linear charge
+    python benchmarks/attpc_thesis.py --align azimuth --intensity linear --json ...
 """
 from __future__ import annotations
 
@@ -43,6 +45,9 @@ def main() -> None:
     ap.add_argument("--n-other", type=int, default=1000)
     ap.add_argument("--out", default="/tmp/lvmkit-attpc")
     ap.add_argument("--regularizers", default="mmd")
+    ap.add_argument("--projection", default="xy", help="planes of the images, e.g. xy or xy,xz,yz")
+    ap.add_argument("--align", default="none", choices=["none", "azimuth"])
+    ap.add_argument("--intensity", default="log1p", choices=["log1p", "linear"])
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
@@ -52,7 +57,9 @@ def main() -> None:
     out = Path(args.out)
     sim = out / "sim"
     result: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                                "threads": torch.get_num_threads()}, "simulation": {}, "conversion": {}, "models": {}}
+                                "threads": torch.get_num_threads()},
+                    "representation": {"projection": args.projection, "align": args.align, "intensity": args.intensity},
+                    "simulation": {}, "conversion": {}, "models": {}}
     files = {}
     for reaction, n in (("proton", args.n), ("carbon", args.n), ("other", args.n_other)):
         t0 = time.perf_counter()
@@ -62,7 +69,7 @@ def main() -> None:
         print(reaction, result["simulation"][reaction], flush=True)
     sets = {"two-class": [files["proton"], files["carbon"]], "three-class": list(files.values())}
     for name, inputs in sets.items():
-        stats = attpc.convert(inputs, out / f"{name}.h5", "xy")
+        stats = attpc.convert(inputs, out / f"{name}.h5", args.projection, align=args.align, intensity=args.intensity)
         result["conversion"][name] = {k: stats[k] for k in ("events", "per_class", "skipped", "seconds", "events_per_second")}
         print(name, result["conversion"][name], flush=True)
     for reg in args.regularizers.split(","):
