@@ -12,7 +12,7 @@ Protocol (as close to the paper's sec. 5.1 as its text allows):
   the time gaps, dynamics 4-20-20-4 ELU, decoder 4-20-2, dopri5 rtol 1e-3 atol 1e-4) and
   ``configs/rnn_spirals.toml`` (GRU with 25 units fed the time gaps, autoregressive past the
   last observation); both 600 epochs of 7 batches of 100 (4,200 steps), Adam lr 0.01 with a
-  cosine decay to 1e-4, last checkpoint evaluated;
+  cosine decay towards 1e-4, the checkpoint of the best validation loss evaluated;
 - metric: RMSE over all extrapolation targets of the test series (``extrap_rmse`` of
   ``lvmkit evaluate``, posterior-mean trajectory), against the noisy held-out values, so it
   cannot fall below the noise std 0.1; the paper reports latent ODE 0.1642 / 0.1502 / 0.1346

@@ -329,7 +329,10 @@ def test_convert_command_then_train_report_and_probe_on_the_set(tmp_path, capsys
     clouds = {i: _track(80, rng) for i in range(40)}
     labels = {i: i % 2 for i in range(40)}
     write_spyral(tmp_path / "run_0001.h5", clouds, labels)
-    assert main(["convert", "attpc", str(tmp_path / "run_0001.h5"), "--out", str(tmp_path / "set.h5")]) == 0
+    assert main(["convert", "attpc", str(tmp_path / "run_0001.h5"), "--out", str(tmp_path / "set.h5"),
+                 "--align", "azimuth", "--intensity", "linear"]) == 0
+    with h5py.File(tmp_path / "set.h5") as f:
+        assert f.attrs["align"] == "azimuth" and f.attrs["intensity"] == "linear"
     assert main(["train", str(CONFIGS / "attpc_convae_mmd.toml"), "--set", f"data.path={tmp_path / 'set.h5'}",
                  "--set", "train.max_steps=2", "--set", "model.channels=[4,8,8,8]", "--set", "model.hidden=[16]",
                  "--out", str(tmp_path / "run"), "--quiet"]) == 0
@@ -341,3 +344,6 @@ def test_convert_command_then_train_report_and_probe_on_the_set(tmp_path, capsys
     assert "make it with 'lvmkit simulate attpc'" in capsys.readouterr().err
     assert main(["convert", "attpc", str(tmp_path / "set.h5"), "--out", str(tmp_path / "again.h5")]) == 2
     assert "error: " in capsys.readouterr().err
+    assert main(["convert", "attpc", str(tmp_path / "run_0001.h5"), "--out", str(tmp_path / "x.h5"), "--intensity", "sqrt"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown intensity 'sqrt'" in err and "Traceback" not in err

@@ -93,8 +93,10 @@ def test_adjoint_gradients_equal_direct_gradients_in_float64(method, options, fi
         grads.append([p.grad for p in f.parameters()] + [y.grad])
         assert (solver.counts.backward > 0) == adjoint
     for direct, adjoint in zip(*grads):
-        # The seminorm leaves the parameter adjoints out of step-size control: ~1e-7 agreement.
-        torch.testing.assert_close(adjoint, direct, rtol=1e-6, atol=1e-7)
+        # The seminorm leaves the parameter adjoints out of step-size control; the sum field's
+        # linear part agrees to ~1e-7 only.
+        tol = {"rtol": 1e-6, "atol": 1e-7} if field == "linear+mlp" else {"rtol": 1e-7, "atol": 1e-8}
+        torch.testing.assert_close(adjoint, direct, **tol)
 
 
 def test_each_series_is_solved_on_its_own_grid():

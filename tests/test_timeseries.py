@@ -25,6 +25,7 @@ FAMILY_CASES = {
     "latent-ode": {"kind": "latent-ode"},
     "latent-ode-odernn-rk4": {"kind": "latent-ode", "recognition": "ode-rnn", "ode_solver": "rk4", "ode_step": 0.1},
     "latent-ode-adjoint": {"kind": "latent-ode", "ode_adjoint": True, "learn_sigma": True},
+    "latent-ode-linear+mlp": {"kind": "latent-ode", "vector_field": "linear+mlp"},
     "rnn": {"kind": "rnn"},
     "neural-ode-mlp": {"kind": "neural-ode"},
     "neural-ode-linear": {"kind": "neural-ode", "vector_field": "linear"},
@@ -119,6 +120,26 @@ def test_time_series_sources_need_unscaled_data():
 
 
 # -- masks and batch composition ------------------------------------------------------------------
+def test_spiral_series_lie_on_the_curve_away_from_its_ends():
+    from lvmkit.timeseries import spiral_curves
+    from lvmkit.timeseries.sources import spirals as make_spirals
+
+    cfg = lvmkit.make_config({"data": {**TINY_SPIRALS, "n_series": 60, "curve_points": 100, "obs_noise": 0.0}}).data
+    raw = make_spirals(cfg)
+    ts, cw, cc = spiral_curves(points=100)
+    starts = []
+    for row, label in zip(raw.x, raw.y):
+        curve = cc if label else cw
+        i0 = int(np.argmin(np.abs(curve - row[0, 1:3]).sum(1)))
+        np.testing.assert_allclose(row[:, 1:3], curve[i0 : i0 + 30], atol=1e-5)  # window 20 + 10 extrapolated
+        np.testing.assert_allclose(row[:, 0], ts[i0 : i0 + 30] - ts[i0], atol=1e-5)
+        starts.append(i0)
+    assert min(starts) >= 20 and max(starts) <= 100 - 30 - 20  # margin: window_points = 20 at both ends
+    assert max(starts) - min(starts) > 20  # starts spread over the allowed range
+    with pytest.raises(lvmkit.ConfigError, match=r"Each spiral has 25 points \(data.curve_points\), fewer than"):
+        make_spirals(lvmkit.make_config({"data": {**TINY_SPIRALS, "curve_points": 25}}).data)
+
+
 def test_masked_entries_contribute_nothing(spirals):
     """Values under code 0 or 2 change neither the loss nor its gradient; the likelihood equals
     the explicit sum over observed entries."""
@@ -187,6 +208,12 @@ def test_rnn_predicts_rows_before_the_first_observation_with_its_values(spirals)
         pred = model.predict(x)[0]
     torch.testing.assert_close(pred[:, :3], v[:, 3:4].expand(-1, 3, -1))
     assert not torch.allclose(pred[:, 4:], v[:, 3:4].expand(-1, pred.shape[1] - 4, -1))
+    c[:, 3, 1] = HELD_OUT  # feature 1 of row 3 is now a target: it must not be carried back
+    c[:, 4:, 1] = OBSERVED
+    with torch.no_grad():
+        pred = model.predict(x)[0]
+    torch.testing.assert_close(pred[:, :3, 0], v[:, 3:4, 0].expand(-1, 3))
+    torch.testing.assert_close(pred[:, :4, 1], v[:, 4:5, 1].expand(-1, 4))
 
 
 # -- the seed's circle: the linear vector field --------------------------------------------------

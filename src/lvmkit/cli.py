@@ -131,7 +131,7 @@ def convert_attpc(
     strict: Annotated[bool, typer.Option(help="Stop at the first bad event instead of skipping and counting it.")] = False,
     min_points: Annotated[int, typer.Option(help="Drop events with fewer points (the thesis used 50).")] = 50,
     labels: Annotated[Optional[Path], typer.Option(help="CSV of event,label for files without labels (real data).")] = None,
-    scale: Annotated[str, typer.Option(help="Charge scale: global (the set's largest log1p charge), event, or a number.")] = "global",
+    scale: Annotated[str, typer.Option(help="Charge scale: global (the set's largest intensity), event, or a number.")] = "global",
     align: Annotated[str, typer.Option(help="none, or azimuth: rotate each event about the beam axis so its charge centre lies on +x.")] = "none",
     intensity: Annotated[str, typer.Option(help="Pixel intensity: log1p of the charge (the thesis) or linear, then divided by the scale.")] = "log1p",
 ) -> None:

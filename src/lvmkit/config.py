@@ -117,7 +117,7 @@ class TrainConfig(_Section):
     max_steps: Optional[int] = Field(None, gt=0)
     batch_size: int = Field(128, gt=0)
     lr: float = Field(1e-3, gt=0.0)
-    # "cosine": the learning rate falls from lr to lr * lr_final over the planned steps
+    # "cosine": the learning rate falls from lr towards lr * lr_final over the planned steps
     # (epochs x batches per epoch, or max_steps if fewer); early stopping may end it sooner.
     lr_schedule: Literal["constant", "cosine"] = "constant"
     lr_final: float = Field(0.01, gt=0.0, le=1.0)

@@ -14,7 +14,8 @@ Output layout (``data.name = "attpc"`` reads it)::
 Events are read, projected and written ``chunk`` at a time into resizable, chunked, gzip
 datasets, so memory does not grow with the number of events. With ``scale="global"`` a first
 pass over the inputs measures the largest ``log1p(charge)`` (the thesis's normalisation,
-see :mod:`lvmkit.attpc.project`); the second pass writes.
+see :mod:`lvmkit.attpc.project`; with ``intensity="linear"`` the largest charge); the second
+pass writes.
 """
 from __future__ import annotations
 

@@ -93,7 +93,7 @@ def align_azimuth(points: np.ndarray) -> np.ndarray:
     if w.sum() <= 0:
         w = np.ones(len(out))
     mx, my = np.average(out[:, 0], weights=w), np.average(out[:, 1], weights=w)
-    if np.hypot(mx, my) == 0.0:
+    if np.hypot(mx, my) < 1e-6:  # mm: no direction to align to
         return out
     phi = np.arctan2(my, mx)
     c, s = np.cos(phi), np.sin(phi)

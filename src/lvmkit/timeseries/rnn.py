@@ -6,7 +6,7 @@ observation before t and the gap to t: x(t) ~ N(head([h, t - t_last]), sigma^2).
 maximises the likelihood of observations 2..n given the ones before them (the first has
 nothing to condition on). Past the last observation the predictions are fed back as if
 observed (autoregressive extrapolation); held-out rows inside the observed window are
-predicted without being read; rows before the first observation get its values.
+predicted without being read; rows before a feature's first observation get its value.
 """
 from __future__ import annotations
 
@@ -82,12 +82,14 @@ class GRUForecaster(AbstractModel):
             h = torch.where(step[None, :, None], h_new, h)
             t_last = torch.where(step, t[:, r], t_last)
         out = torch.stack(preds, dim=1)
-        # Before its first observation a series has no state to predict from: carry the first
-        # observed values backwards (rows before it would otherwise get the empty state's guess).
-        first_seen = torch.where(seen, torch.arange(t.shape[1], device=t.device), t.shape[1]).amin(1)
-        first = v.gather(1, first_seen.clamp(max=t.shape[1] - 1)[:, None, None].expand(-1, 1, v.shape[-1]))
-        early = torch.arange(t.shape[1], device=t.device)[None, :] < first_seen[:, None]
-        return torch.where(early[..., None], first, out)[None]
+        # Before a feature's first observation there is no state to predict it from: carry that
+        # observed value backwards (rows before it would otherwise get the empty state's guess).
+        # Per feature, so a held-out entry in the same row is never read.
+        rows = torch.arange(t.shape[1], device=t.device)[None, :, None]
+        first_seen = torch.where(obs > 0, rows, t.shape[1]).amin(1, keepdim=True)  # (B, 1, D)
+        first = v.gather(1, first_seen.clamp(max=t.shape[1] - 1))
+        early = (rows < first_seen) & (first_seen < t.shape[1])
+        return torch.where(early, first, out)[None]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Not defined for series: raises :class:`~lvmkit.ConfigError` pointing to ``lvmkit forecast``."""
