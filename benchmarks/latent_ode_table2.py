@@ -11,7 +11,7 @@ Protocol (as close to the paper's sec. 5.1 as its text allows):
 - models: ``configs/latent_ode_spirals.toml`` (4-d latent, recognition GRU with 25 units fed
   the time gaps, dynamics 4-20-20-4 ELU, decoder 4-20-2, dopri5 rtol 1e-3 atol 1e-4) and
   ``configs/rnn_spirals.toml`` (GRU with 25 units fed the time gaps, autoregressive past the
-  last observation); both 600 epochs of 7 batches of 100 (4,200 steps), Adam lr 0.01 with a
+  last observation); both 2000 epochs of 7 batches of 100 (14,000 steps), Adam lr 0.01 with a
   cosine decay towards 1e-4, the checkpoint of the best validation loss evaluated;
 - metric: RMSE over all extrapolation targets of the test series (``extrap_rmse`` of
   ``lvmkit evaluate``, posterior-mean trajectory), against the noisy held-out values, so it
@@ -19,8 +19,9 @@ Protocol (as close to the paper's sec. 5.1 as its text allows):
   and RNN 0.3937 / 0.3202 / 0.1813 (n = 30 / 50 / 100). Interpolation RMSE (held-out points
   inside the window, n < 100) is reported too.
 
-Run (from the repository root; ~0.06 s per latent ODE step and ~0.02 s per RNN step on one
-core, so about 25 minutes for the six runs):
+Run (from the repository root; ~0.06-0.09 s per latent ODE step and ~0.02-0.05 s per RNN
+step on one core, so about 1.5 hours for the six runs; split them over processes with
+--observed / --kinds):
     .venv/bin/python benchmarks/latent_ode_table2.py --json benchmarks/results/latent_ode_table2.json
     # short validation of the script (not a measurement):
     .venv/bin/python benchmarks/latent_ode_table2.py --max-steps 30 --n-series 100 --observed 30
