@@ -75,9 +75,13 @@ class KLRegularizer(Regularizer):
     def from_config(cls, cfg) -> "KLRegularizer":
         return cls(cfg.beta, cfg.warmup_steps)
 
+    def weight(self, step: int) -> float:
+        """The KL weight at ``step``: beta times the linear warm-up."""
+        return self.beta * linear_warmup(step, self.warmup_steps)
+
     def forward(self, z, mean, logvar, step, x):
         kl = kl_std_normal(mean, logvar).mean()
-        return self.beta * linear_warmup(step, self.warmup_steps) * kl, {"kl": kl}
+        return self.weight(step) * kl, {"kl": kl}
 
 
 @REGULARIZERS.register("mmd")

@@ -6,7 +6,7 @@ The loss per series is the negative ELBO (seed report sec. 6.2)::
 
     -sum_{observed entries} log N(x; decoder(z(t)), sigma^2) + beta_t KL(q(z0|x) || N(0, I))
 
-with beta_t = beta * linear_warmup(step, warmup_steps); a batch's loss is the mean over its
+with beta_t the weight of the KL regularizer (beta and its linear warm-up); a batch's loss is the mean over its
 series, each computed on its own time grid, so it does not depend on the batch's other series.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..base import FAMILIES, AbstractModel, LossOutput
 from ..distributions import kl_std_normal, reparameterize
 from ..likelihoods import Likelihood
 from ..ode import ODESolver
-from ..schedules import linear_warmup
+from ..regularizers import KLRegularizer
 from .packing import channels, series_shape
 from .parts import (RECOGNITIONS, VECTOR_FIELDS, check_family, gaussian_likelihood, held_out_scores, masked_log_lik, mlp,
                     no_fixed_shape_samples, observed_rows)
@@ -34,12 +34,13 @@ class LatentODE(AbstractModel):
         decoder: z -> mean of x (..., D).
         likelihood: the Gaussian observation model (its ``log_sigma`` fixed or learned).
         solver: integrates the latent dynamics.
-        beta, warmup_steps: the KL weight and its linear warm-up.
+        prior_kl: the KL regularizer of the autoencoder family, whose ``weight(step)`` (beta and
+            its warm-up) scales each series' KL term.
         input_shape: the packed example shape (T, 1 + 2D) (or (1, T, 1 + 2D)).
     """
 
     def __init__(self, recognition: nn.Module, to_posterior: nn.Module, dynamics: nn.Module, decoder: nn.Module,
-                 likelihood: Likelihood, solver: ODESolver, latent_dim: int, beta: float, warmup_steps: int,
+                 likelihood: Likelihood, solver: ODESolver, latent_dim: int, prior_kl: KLRegularizer,
                  input_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.recognition = recognition
@@ -49,8 +50,7 @@ class LatentODE(AbstractModel):
         self.likelihood = likelihood
         self.solver = solver
         self.latent_dim = latent_dim
-        self.beta = beta
-        self.warmup_steps = warmup_steps
+        self.prior_kl = prior_kl
         self.input_shape = tuple(input_shape)
 
     # -- inference and generation ----------------------------------------------------------
@@ -97,7 +97,7 @@ class LatentODE(AbstractModel):
         mu = self.decoder(z)
         log_px = masked_log_lik(self.likelihood, mu, v, m)
         kl = kl_std_normal(mean, logvar)
-        weight = self.beta * linear_warmup(step, self.warmup_steps)
+        weight = self.prior_kl.weight(step)
         sq = ((mu - v) ** 2 * m).flatten(1).sum(1)
         return -log_px + weight * kl, {"recon": -log_px, "kl": kl, "sq_error": sq, "n_obs": m.flatten(1).sum(1)}
 
@@ -143,8 +143,7 @@ def build_latent_ode(cfg, input_shape: tuple[int, ...]) -> LatentODE:
         likelihood=likelihood,
         solver=solver,
         latent_dim=cfg.latent_dim,
-        beta=float(cfg.beta),
-        warmup_steps=cfg.warmup_steps,
+        prior_kl=KLRegularizer.from_config(cfg),
         input_shape=tuple(input_shape),
     )
 
