@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 import lvmkit
 from lvmkit import DataError
-from lvmkit.anomaly import detection_metrics, thresholds_at_fpr
+from lvmkit.analysis.anomaly import detection_metrics, thresholds_at_fpr
 from lvmkit.cli import main
 
 from conftest import CONFIGS
@@ -71,7 +71,7 @@ def test_one_class_and_anomaly_commands(tmp_path, capsys):
 
 
 def test_latent_knn_scores_are_small_on_normal_data_and_fitted_on_it(trained_run):
-    from lvmkit.anomaly import SCORES
+    from lvmkit.analysis.anomaly import SCORES
 
     model, data = trained_run.load_model(), trained_run.data()
     for name in ("latent-knn", "recon+knn"):

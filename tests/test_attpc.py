@@ -172,7 +172,7 @@ def test_point_set_keeps_the_brightest_points_scaled_and_masked():
 
 
 def test_azimuthal_alignment_rotates_the_charge_centre_onto_plus_x():
-    from lvmkit.attpc.project import align_azimuth
+    from lvmkit.data.attpc.project import align_azimuth
 
     pts = np.array([[0.0, 100.0, 5.0, 3.0], [0.0, 50.0, 7.0, 1.0]])  # both on +y: rotate by -90 degrees
     np.testing.assert_allclose(align_azimuth(pts), [[100.0, 0, 5.0, 3.0], [50.0, 0, 7.0, 1.0]], atol=1e-9)
@@ -219,7 +219,7 @@ def test_convert_writes_chunked_compressed_images_labels_and_skip_counts(tmp_pat
     assert not (tmp_path / "set.h5.partial").exists()
     attpc.convert([a], tmp_path / "aligned.h5", min_points=3, align="azimuth")
     with h5py.File(tmp_path / "aligned.h5") as f:
-        from lvmkit.attpc.project import align_azimuth
+        from lvmkit.data.attpc.project import align_azimuth
 
         assert f.attrs["align"] == "azimuth"
         event = next(iter(attpc.read_spyral(a, min_points=3)))

@@ -10,7 +10,7 @@ from sklearn.pipeline import Pipeline
 import lvmkit
 from lvmkit import DataError, LatentEncoder, cluster_metrics, hungarian_accuracy
 from lvmkit.cli import main
-from lvmkit.probe import run_probe, stratified_draw
+from lvmkit.analysis.probe import run_probe, stratified_draw
 
 
 def test_hungarian_accuracy_of_a_permuted_labelling_is_one():

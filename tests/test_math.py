@@ -376,7 +376,7 @@ def test_single_sample_importance_weight_has_the_elbo_expectation():
 
 
 def test_fused_bernoulli_nll_matches_log_prob_and_its_gradient():
-    from lvmkit.likelihoods import Bernoulli
+    from lvmkit.models.likelihoods import Bernoulli
 
     lik = Bernoulli()
     logits = torch.randn(6, 1, 4, 4, dtype=torch.float64, requires_grad=True)

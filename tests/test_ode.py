@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lvmkit import ODESolver, SolverError
-from lvmkit.errors import ConfigError
+from lvmkit.core.errors import ConfigError
 
 A = torch.tensor([[-0.1, -1.0], [1.0, -0.1]], dtype=torch.float64)  # a damped rotation
 
@@ -68,7 +68,7 @@ def test_dopri5_error_follows_the_tolerance(tol):
 
 def _field(kind: str) -> nn.Module:
     """A field without per_sample_vjp (vmap path) or lvmkit's fields (their fast path)."""
-    from lvmkit.timeseries import LinearField, MLPField, SumField
+    from lvmkit.models.timeseries import LinearField, MLPField, SumField
 
     torch.manual_seed(4)
     f = {"generic": Linear, "mlp": lambda: MLPField(2, [8, 8], "tanh"), "linear": lambda: LinearField(2),

@@ -13,7 +13,7 @@ import lvmkit
 from lvmkit import DataError
 from lvmkit.cli import main
 from lvmkit.data import load_data
-from lvmkit.timeseries import HELD_OUT, OBSERVED, pack, unpack
+from lvmkit.models.timeseries import HELD_OUT, OBSERVED, pack, unpack
 
 from conftest import CONFIGS
 
@@ -121,8 +121,8 @@ def test_time_series_sources_need_unscaled_data():
 
 # -- masks and batch composition ------------------------------------------------------------------
 def test_spiral_series_lie_on_the_curve_away_from_its_ends():
-    from lvmkit.timeseries import spiral_curves
-    from lvmkit.timeseries.sources import spirals as make_spirals
+    from lvmkit.data.series import spiral_curves
+    from lvmkit.data.series import spirals as make_spirals
 
     cfg = lvmkit.make_config({"data": {**TINY_SPIRALS, "n_series": 60, "curve_points": 100, "obs_noise": 0.0}}).data
     raw = make_spirals(cfg)
@@ -163,7 +163,7 @@ def test_masked_entries_contribute_nothing(spirals):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
     # -log p(x|z) by hand: a Gaussian term for every observed entry and nothing else.
-    from lvmkit.timeseries.parts import masked_log_lik
+    from lvmkit.models.timeseries.parts import masked_log_lik
 
     mean = torch.randn(2, 3, 2)
     xs = torch.randn(2, 3, 2)
@@ -197,7 +197,7 @@ def test_a_series_loss_does_not_depend_on_its_batch(case, spirals):
 
 
 def test_rnn_predicts_rows_before_the_first_observation_with_its_values(spirals):
-    from lvmkit.timeseries.packing import HELD_OUT, OBSERVED, channels
+    from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels
 
     _, model = _model("rnn", spirals.shape)
     x = spirals.train.x[:6].clone()

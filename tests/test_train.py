@@ -85,7 +85,7 @@ def test_max_steps_and_early_stopping(tmp_path):
 
 
 def test_cosine_schedule_sets_the_rate_of_every_step(tmp_path):
-    from lvmkit.schedules import cosine_decay
+    from lvmkit.core.schedules import cosine_decay
 
     assert cosine_decay(0, 100, 0.1) == 1.0 and cosine_decay(100, 100, 0.1) == pytest.approx(0.1)
     assert cosine_decay(50, 100, 0.1) == pytest.approx(0.55) and cosine_decay(500, 100, 0.1) == pytest.approx(0.1)

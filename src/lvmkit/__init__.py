@@ -10,40 +10,41 @@ The Python API mirrors the CLI::
 """
 __version__ = "0.1.0"
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import (DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig, apply_overrides,
+from lvmkit.core.checkpoint import load_checkpoint, save_checkpoint
+from lvmkit.core.config import (DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig, apply_overrides,
                      load_config, make_config)
-from .corruption import CORRUPTIONS
-from .data import SOURCES, Dataset, Split, load_data
-from .distributions import kl_normal, kl_std_normal, log_normal, log_std_normal, logmeanexp, reparameterize
-from .errors import CheckpointError, ConfigError, DataError, LvmkitError, TrainingDiverged
-from .evaluate import evaluate
-from .kinds import MODEL_KINDS
-from .likelihoods import LIKELIHOODS
-from .mmd import KERNELS, mmd2_rbf_gaussians, mmd2_unbiased
-from .model import LatentVariableModel, LossOutput, build_model
-from .networks import NETWORKS
-from .regularizers import REGULARIZERS
-from .registry import Registry
-from .run import Run
-from .train import resume, train
-from .sampling import sample
-from .anomaly import SCORES, anomaly
-from .cluster import CLUSTERERS, cluster, cluster_metrics, hungarian_accuracy
-from .latent import LatentEncoder
-from .oneclass import one_class
-from .probe import probe
-from .ode import SOLVERS, ODESolver, SolverError
+from lvmkit.models.corruption import CORRUPTIONS
+from lvmkit.data import SOURCES, Dataset, Split, load_data
+from lvmkit.models.distributions import kl_normal, kl_std_normal, log_normal, log_std_normal, logmeanexp, reparameterize
+from lvmkit.core.errors import CheckpointError, ConfigError, DataError, LvmkitError, TrainingDiverged
+from lvmkit.analysis.evaluate import evaluate
+from lvmkit.models.kinds import MODEL_KINDS
+from lvmkit.models.likelihoods import LIKELIHOODS
+from lvmkit.models.mmd import KERNELS, mmd2_rbf_gaussians, mmd2_unbiased
+from lvmkit.models.autoencoder import LatentVariableModel, LossOutput, build_model
+from lvmkit.models.networks import NETWORKS
+from lvmkit.models.regularizers import REGULARIZERS
+from lvmkit.core.registry import Registry
+from lvmkit.core.run import Run
+from lvmkit.core.train import resume, train
+from lvmkit.analysis.sampling import sample
+from lvmkit.analysis.anomaly import SCORES, anomaly
+from lvmkit.analysis.cluster import CLUSTERERS, cluster, cluster_metrics, hungarian_accuracy
+from lvmkit.analysis.latent import LatentEncoder
+from lvmkit.analysis.oneclass import one_class
+from lvmkit.analysis.probe import probe
+from lvmkit.models.ode import SOLVERS, ODESolver, SolverError
 # Subpackages that register data sources and model families when imported.
-from . import attpc  # noqa: E402  data.name = "attpc"
-from . import timeseries  # noqa: E402  spirals/circle/cubic-spiral/csv; latent-ode/rnn/neural-ode
-from .timeseries import forecast
+from lvmkit.data import attpc  # noqa: E402  data.name = "attpc"
+from lvmkit.data import series as _series  # noqa: E402,F401  data.name = spirals/circle/cubic-spiral/csv
+from lvmkit.models import timeseries  # noqa: E402  latent-ode/rnn/neural-ode
+from lvmkit.analysis.forecast import forecast
 
 
 def __getattr__(name: str):
     # Plotting pulls in matplotlib: import it only when asked for.
     if name == "write_report":
-        from .report import write_report
+        from lvmkit.report import write_report
 
         return write_report
     raise AttributeError(f"module 'lvmkit' has no attribute {name!r}")

@@ -12,7 +12,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .errors import LvmkitError
+from lvmkit.core.errors import LvmkitError
 
 app = typer.Typer(
     name="lvmkit",
@@ -40,9 +40,9 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress.")] = False,
 ) -> None:
     """Train a model; prints the run directory."""
-    from .config import load_config
-    from .train import resume as _resume
-    from .train import train as _train
+    from lvmkit.core.config import load_config
+    from lvmkit.core.train import resume as _resume
+    from lvmkit.core.train import train as _train
 
     if resume is not None:
         if config is not None or set_ or out is not None:
@@ -62,7 +62,7 @@ def evaluate(
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto (default: the run's train.device).")] = None,
 ) -> None:
     """Evaluate on the test split; writes RUN/eval.json."""
-    from .evaluate import evaluate as _evaluate
+    from lvmkit.analysis.evaluate import evaluate as _evaluate
 
     if k is not None and k <= 0:
         raise LvmkitError(f"--k must be a positive number of importance samples, got {k}.")
@@ -80,7 +80,7 @@ def sample(
     seed: Annotated[int, typer.Option(help="Random seed of the prior draws.")] = 0,
 ) -> None:
     """Sample from the prior of a trained run."""
-    from .sampling import sample as _sample
+    from lvmkit.analysis.sampling import sample as _sample
 
     _sample(run, n, out, seed=seed)
     typer.echo(str(out))
@@ -92,7 +92,7 @@ def report(
     embedding: Annotated[str, typer.Option(help="2-D view of latents wider than 2: pca or tsne.")] = "pca",
 ) -> None:
     """Write RUN/report.html (figures embedded) and print its path."""
-    from .report import write_report
+    from lvmkit.report import write_report
 
     if embedding not in ("pca", "tsne"):
         raise LvmkitError(f"--embedding must be 'pca' or 'tsne', got {embedding!r}.")
@@ -116,7 +116,7 @@ def simulate_attpc(
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
 ) -> None:
     """AT-TPC events of the 46Ar(p,p) experiment with attpc-engine (pip install 'lvmkit[attpc]'); prints the file."""
-    from .attpc import simulate
+    from lvmkit.data.attpc import simulate
 
     if n <= 0:
         raise LvmkitError(f"--n must be a positive number of events, got {n}.")
@@ -136,7 +136,7 @@ def convert_attpc(
     intensity: Annotated[str, typer.Option(help="Pixel intensity: log1p of the charge (the thesis) or linear, then divided by the scale.")] = "log1p",
 ) -> None:
     """Project events to 128 x 128 images (log1p, or linear, charge in [0, 1]) and write one compressed set."""
-    from .attpc import convert
+    from lvmkit.data.attpc import convert
 
     try:
         scale_arg = float(scale)
@@ -160,7 +160,7 @@ def forecast(
     seed: Annotated[int, typer.Option(help="Seed of the posterior draws.")] = 0,
 ) -> None:
     """Interpolate and extrapolate new series with uncertainty; writes a CSV and a figure."""
-    from .timeseries.forecast import forecast as _forecast
+    from lvmkit.analysis.forecast import forecast as _forecast
 
     res = _forecast(run, input, until, out=out, points=points, samples=samples, seed=seed)
     typer.echo(f"forecast of {res['series']} series up to {res['until']:g}: {res['rows']} rows", err=True)
@@ -183,7 +183,7 @@ def probe(
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
 ) -> None:
     """Few-label logistic-regression probes on the codes, raw inputs and PCA; writes RUN/probe.json."""
-    from .probe import probe as _probe
+    from lvmkit.analysis.probe import probe as _probe
 
     res = _probe(run, _int_list(labels, "--labels"), repeats, seed=seed)
     for name, by_n in res["results"].items():
@@ -202,7 +202,7 @@ def cluster(
     metrics: Annotated[Optional[bool], typer.Option("--metrics/--no-metrics", help="Compute ACC/NMI/ARI (needs labels; default: when labels exist).")] = None,
 ) -> None:
     """Cluster the test codes (K-means on raw inputs and PCA as baselines); writes RUN/cluster.json."""
-    from .cluster import cluster as _cluster
+    from lvmkit.analysis.cluster import cluster as _cluster
 
     res = _cluster(run, k, method, seed=seed, metrics=metrics)
     for name, r in res["results"].items():
@@ -221,7 +221,7 @@ def anomaly(
     data: Annotated[Optional[Path], typer.Option(help=".npz with x to score and optional 0/1 anomaly labels y (default: the test split).")] = None,
 ) -> None:
     """Anomaly scores, ROC / PR curves and thresholds; writes RUN/anomaly.json."""
-    from .anomaly import anomaly as _anomaly
+    from lvmkit.analysis.anomaly import anomaly as _anomaly
 
     try:
         rates = [float(v) for v in target_fpr.split(",") if v.strip()]
@@ -246,8 +246,8 @@ def one_class(
     score: Annotated[str, typer.Option(help="recon, elbo, latent-knn or recon+knn.")] = "recon",
 ) -> None:
     """Train on one class, score the test split with the other classes as anomalies; mean AUROC."""
-    from .config import load_config
-    from .oneclass import one_class as _one_class
+    from lvmkit.core.config import load_config
+    from lvmkit.analysis.oneclass import one_class as _one_class
 
     res = _one_class(load_config(config, set_), normal_class, out, score=score)
     typer.echo(f"mean AUROC over classes {res['classes']}: {res['mean_auroc']:.4f}")
@@ -261,11 +261,11 @@ def demo(
     k: Annotated[int, typer.Option("--k", help="Importance samples for the likelihood estimate.")] = 1000,
 ) -> None:
     """The main job on the bundled digits: train a VAE, evaluate it, probe its codes, write the report."""
-    from .config import load_config
-    from .evaluate import evaluate as _evaluate
-    from .probe import probe as _probe
-    from .report import write_report
-    from .train import train as _train
+    from lvmkit.core.config import load_config
+    from lvmkit.analysis.evaluate import evaluate as _evaluate
+    from lvmkit.analysis.probe import probe as _probe
+    from lvmkit.report import write_report
+    from lvmkit.core.train import train as _train
 
     cfg = load_config(bundled_config("vae_digits.toml"), set_)
     run = _train(cfg, out, progress=True)

@@ -1,0 +1,43 @@
+"""Draw samples from a trained run's prior and write them to a file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lvmkit.core.errors import ConfigError
+from lvmkit.core.run import Run
+
+
+def sample(run: Run | str | Path, n: int = 64, out: str | Path | None = None, *, seed: int = 0,
+           device: str = "cpu") -> np.ndarray:
+    """Return ``n`` samples (means of p(x|z), z ~ N(0, I)) of shape (n, *input_shape).
+
+    With ``out``, also write them: ``.png`` as an image grid (image data only), ``.npy`` as
+    an array, ``.csv`` as rows (tabular data only).
+    """
+    if n <= 0:
+        raise ConfigError(f"The number of samples must be positive, got {n}; pass e.g. --n 64.")
+    run = run if isinstance(run, Run) else Run.open(run)
+    model = run.load_model("best", device)
+    x = model.sample(n, generator=torch.Generator(device=device).manual_seed(seed)).cpu().numpy()
+    if out is not None:
+        out = Path(out)
+        suffix = out.suffix.lower()
+        if suffix not in (".png", ".npy", ".csv"):
+            raise ConfigError(f"Cannot write samples to {str(out)!r}: use a .png, .npy or .csv file name.")
+        if suffix == ".png" and x.ndim != 4:
+            raise ConfigError(f"Samples of tabular data (shape {x.shape[1:]}) cannot be drawn as a .png grid; write .npy or .csv instead.")
+        if suffix == ".csv" and x.ndim != 2:
+            raise ConfigError(f"Image samples (shape {x.shape[1:]}) cannot be written as .csv rows; write .png or .npy instead.")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".png":
+            from lvmkit.report.figures import save_grid_png
+
+            save_grid_png(x, out)
+        elif suffix == ".npy":
+            np.save(out, x)
+        else:
+            np.savetxt(out, x, delimiter=",", fmt="%.6g")
+    return x

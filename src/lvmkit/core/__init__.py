@@ -1,0 +1,1 @@
+"""lvmkit.core."""

@@ -1,0 +1,57 @@
+"""Checkpoints: written atomically, read without unpickling arbitrary objects.
+
+A checkpoint holds only tensors, numbers, strings and containers of them (the model and
+optimizer state dicts, loop counters, the config as TOML text), and is loaded with
+``torch.load(weights_only=True)``, which refuses any other object: loading never runs code.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lvmkit.core.errors import CheckpointError
+
+FORMAT = "lvmkit-checkpoint-1"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, flushed
+    to disk, then renamed over the target, so a crash leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, corrupted, or not an lvmkit checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {str(path)!r} does not exist; train the run first or check the path.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, bad pickle opcodes, refused globals
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} is truncated or corrupted ({reason}); "
+            "delete it and resume from the other checkpoint of the run, or retrain."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not an lvmkit checkpoint; pass a file from a run's checkpoints/ folder.")
+    return payload

@@ -1,0 +1,313 @@
+"""Data sets: a registry of sources, validation, a seeded split, scaling and binarization.
+
+A source returns raw arrays; :func:`load_data` turns them into float32 tensors in [0, 1]
+(unless ``scale = "none"``) split into train / val / test. Images are (N, C, H, W); tabular
+data is (N, D).
+"""
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lvmkit.core.config import DataConfig
+from lvmkit.core.errors import DataError
+from lvmkit.core.registry import Registry
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass
+class RawData:
+    """What a source returns. ``test_x`` is set when the data set has an official test split."""
+
+    x: np.ndarray
+    y: Optional[np.ndarray] = None
+    test_x: Optional[np.ndarray] = None
+    test_y: Optional[np.ndarray] = None
+    origin: str = ""
+    class_names: Optional[list[str]] = None
+    info: dict = field(default_factory=dict)  # passed on to Dataset.info (e.g. display hints)
+
+
+SOURCES: Registry[Callable[[DataConfig], RawData]] = Registry("data set")
+
+
+@SOURCES.register("digits")
+def _digits(cfg: DataConfig) -> RawData:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    # 8x8 images with integer intensities 0..16.
+    return RawData(d.images.astype(np.float32) / 16.0, d.target, origin="scikit-learn digits",
+                   class_names=[str(i) for i in range(10)])
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzipped or not): the MNIST family's array format."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError("bad magic number")
+        dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+        arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+        return arr.reshape(dims)
+    except (OSError, ValueError, struct.error, EOFError) as err:
+        raise DataError(f"{str(path)!r} is not a readable IDX file ({err}); re-install it or point data.path elsewhere.") from None
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+@SOURCES.register("fashion-mnist")
+def _fashion_mnist(cfg: DataConfig) -> RawData:
+    folder = Path(cfg.path) if cfg.path else FASHION_MNIST_DIR
+    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    paths = []
+    for name in names:
+        cands = [folder / f"{name}.gz", folder / name]
+        found = next((p for p in cands if p.is_file()), None)
+        if found is None:
+            raise DataError(
+                f"Fashion-MNIST file {name}.gz not found in {str(folder)!r}; install it with "
+                "'apt-get install dataset-fashion-mnist' or set data.path to a folder holding the IDX files."
+            )
+        paths.append(found)
+    xtr, ytr, xte, yte = (read_idx(p) for p in paths)
+    return RawData(xtr, ytr, xte, yte, origin=str(folder), class_names=FASHION_CLASSES)
+
+
+def _check_path(cfg: DataConfig, what: str) -> Path:
+    if not cfg.path:
+        raise DataError(f"data.name = {cfg.name!r} needs data.path, the {what} file to read; set it with --set data.path=FILE.")
+    p = Path(cfg.path)
+    if not p.is_file():
+        raise DataError(f"Data file {str(p)!r} does not exist; check data.path.")
+    return p
+
+
+@SOURCES.register("npz")
+def _npz(cfg: DataConfig) -> RawData:
+    p = _check_path(cfg, "NumPy .npz")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            keys = list(f.keys())
+            if cfg.x_key not in keys:
+                raise DataError(f"{str(p)!r} has no array {cfg.x_key!r} (it has {keys}); set data.x_key to the name of the data array.")
+            x = f[cfg.x_key]
+            y = f[cfg.y_key] if cfg.y_key in keys else None
+    except DataError:
+        raise
+    except Exception as err:  # zipfile.BadZipFile, ValueError for pickled arrays, OSError
+        raise DataError(f"{str(p)!r} is not a readable .npz file ({err}); write it with numpy.savez.") from None
+    return RawData(x, y, origin=str(p))
+
+
+@SOURCES.register("hdf5")
+def _hdf5(cfg: DataConfig) -> RawData:
+    import h5py
+
+    p = _check_path(cfg, "HDF5")
+    try:
+        with h5py.File(p, "r") as f:
+            if cfg.x_key not in f:
+                raise DataError(f"{str(p)!r} has no dataset {cfg.x_key!r} (it has {list(f.keys())}); set data.x_key to the data set's name.")
+            x = f[cfg.x_key][()]
+            y = f[cfg.y_key][()] if cfg.y_key in f else None
+    except DataError:
+        raise
+    except OSError as err:
+        raise DataError(f"{str(p)!r} is not a readable HDF5 file ({err}); check data.path.") from None
+    return RawData(x, y, origin=str(p))
+
+
+def _validate(x: np.ndarray, y: Optional[np.ndarray], origin: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"Data in {origin} has dtype {x.dtype}; expected a real numeric array.")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(
+            f"Data in {origin} has shape {x.shape}; expected (N, D) tabular, (N, H, W) or (N, C, H, W) images."
+        )
+    if x.shape[0] < 3:
+        raise DataError(f"Data in {origin} has {x.shape[0]} examples; at least 3 are needed to split train/val/test.")
+    if np.issubdtype(x.dtype, np.floating):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise DataError(f"Data in {origin} holds {bad} NaN or infinite values; remove or impute them before training.")
+    if x.ndim == 3:
+        x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != x.shape[0]:
+            raise DataError(f"Labels in {origin} have shape {y.shape}; expected ({x.shape[0]},), one per example.")
+        if not np.issubdtype(y.dtype, np.integer):
+            if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+                raise DataError(f"Labels in {origin} must be integers; got dtype {y.dtype}.")
+        y = y.astype(np.int64)
+    return x, y
+
+
+@dataclass
+class Split:
+    """One split: x (N, *shape) float32, y (N,) int64 or None."""
+
+    x: Tensor
+    y: Optional[Tensor]
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.x.to(device), None if self.y is None else self.y.to(device))
+
+
+@dataclass
+class Dataset:
+    """Train / val / test splits with the preprocessing that produced them."""
+
+    train: Split
+    val: Split
+    test: Split
+    shape: tuple[int, ...]
+    binarize: str
+    origin: str
+    class_names: Optional[list[str]] = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+    def evaluated_train(self) -> Split:
+        """The training split as evaluation sees data: with dynamic binarization the training
+        split holds grey levels (re-sampled every epoch) while val/test were binarized once, so
+        analyses that fit on training data (probes, PCA, kNN scores) get a fixed binarization
+        here too, and train and test features are alike."""
+        if self.binarize != "dynamic":
+            return self.train
+        if "_evaluated_train" not in self.__dict__:
+            seed = self.info.get("seed", 0) * 7919 + 3
+            self.__dict__["_evaluated_train"] = Split(_binarize(self.train.x, seed), self.train.y)
+        return self.__dict__["_evaluated_train"]
+
+    def to(self, device) -> "Dataset":
+        return Dataset(self.train.to(device), self.val.to(device), self.test.to(device), self.shape,
+                       self.binarize, self.origin, self.class_names, self.info)
+
+
+def _binarize(x: Tensor, seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(x, generator=g)
+
+
+def load_data(cfg: DataConfig, seed: int = 0) -> Dataset:
+    """Load, validate, split (deterministically from ``seed``), scale and binarize a data set."""
+    raw = SOURCES.get(cfg.name)(cfg)
+    origin = raw.origin or cfg.name
+    x, y = _validate(np.asarray(raw.x), raw.y, origin)
+    rng = np.random.default_rng(seed)
+    if raw.test_x is not None:
+        tx, ty = _validate(np.asarray(raw.test_x), raw.test_y, origin)
+        order = rng.permutation(len(x))
+        if cfg.limit:
+            order = order[: cfg.limit]
+            tx, ty = tx[: max(1, cfg.limit // 5)], None if ty is None else ty[: max(1, cfg.limit // 5)]
+        n_val = max(1, int(round(cfg.val_fraction * len(order))))
+        idx = {"val": order[:n_val], "train": order[n_val:]}
+        parts = {k: (x[v], None if y is None else y[v]) for k, v in idx.items()}
+        parts["test"] = (tx, ty)
+    else:
+        order = rng.permutation(len(x))
+        if cfg.limit:
+            order = order[: cfg.limit]
+        n = len(order)
+        n_test = max(1, int(round(cfg.test_fraction * n)))
+        n_val = max(1, int(round(cfg.val_fraction * n)))
+        if n - n_test - n_val < 1:
+            raise DataError(f"Data in {origin} has {n} examples, too few for the val/test fractions; supply more data.")
+        idx = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+        parts = {k: (x[v], None if y is None else y[v]) for k, v in idx.items()}
+
+    info: dict = dict(raw.info, seed=seed)
+    if cfg.normal_class is not None:
+        # One-class protocol: train and validate on the normal class alone; test on everything.
+        if y is None:
+            raise DataError(f"data.normal_class needs labels, but the data in {origin} has none; supply labels (data.y_key).")
+        present = sorted(set(np.unique(parts["train"][1]).tolist()))
+        if cfg.normal_class not in present:
+            raise DataError(f"data.normal_class = {cfg.normal_class} is not a label of the training data; choose one of {present}.")
+        for k in ("train", "val"):
+            xs, ys = parts[k]
+            keep = ys == cfg.normal_class
+            parts[k] = (xs[keep], ys[keep])
+        info["normal_class"] = cfg.normal_class
+
+    # Scaling to [0, 1]: 8-bit data by 255, other data by the training split's range.
+    xtr = parts["train"][0]
+    if cfg.scale == "minmax":
+        if xtr.dtype == np.uint8:
+            lo, hi = 0.0, 255.0
+        else:
+            lo, hi = float(np.min(xtr)), float(np.max(xtr))
+            if 0.0 <= lo and hi <= 1.0:
+                lo, hi = 0.0, 1.0  # already in range: leave untouched
+        info["scale"] = [lo, hi]
+        span = hi - lo if hi > lo else 1.0
+        conv = lambda a: np.clip((a.astype(np.float32) - lo) / span, 0.0, 1.0)  # noqa: E731
+    else:
+        conv = lambda a: a.astype(np.float32)  # noqa: E731
+    splits = {k: Split(torch.from_numpy(np.ascontiguousarray(conv(a))), None if b is None else torch.from_numpy(b))
+              for k, (a, b) in parts.items()}
+
+    if cfg.binarize != "none":
+        lo_, hi_ = float(splits["train"].x.min()), float(splits["train"].x.max())
+        if lo_ < 0 or hi_ > 1:
+            raise DataError(f"data.binarize = {cfg.binarize!r} needs values in [0, 1], got [{lo_:.3g}, {hi_:.3g}]; set data.scale = 'minmax'.")
+        # Static: every split once. Dynamic: val/test once here, train re-sampled each epoch.
+        for i, k in enumerate(("train", "val", "test")):
+            if cfg.binarize == "static" or k != "train":
+                splits[k] = Split(_binarize(splits[k].x, seed * 7919 + i), splits[k].y)
+    return Dataset(splits["train"], splits["val"], splits["test"], tuple(x.shape[1:]), cfg.binarize, origin,
+                   raw.class_names, info)
+
+
+def prepare_like(x: np.ndarray, dataset: Dataset, seed: int = 0, origin: str = "the given array") -> Tensor:
+    """Validate and preprocess new data exactly as ``dataset`` was (scaling, binarization)."""
+    x, _ = _validate(np.asarray(x), None, origin)
+    if tuple(x.shape[1:]) != tuple(dataset.shape):
+        raise DataError(f"Data in {origin} has examples of shape {tuple(x.shape[1:])}, but the model was trained on {tuple(dataset.shape)}.")
+    if "scale" in dataset.info:
+        lo, hi = dataset.info["scale"]
+        x = np.clip((x.astype(np.float32) - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+    out = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return _binarize(out, seed) if dataset.binarize != "none" else out
+
+
+def batches(split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
+            dynamic_binarize: bool = False) -> Iterator[tuple[Tensor, Optional[Tensor]]]:
+    """Mini-batches of a split already on its device; shuffling and binarization draw from
+    ``generator`` so an epoch is reproducible from its seed."""
+    n = len(split)
+    if shuffle:
+        order = torch.randperm(n, generator=generator).to(split.x.device)
+    for start in range(0, n, batch_size):
+        if shuffle:
+            idx = order[start : start + batch_size]
+            xb = split.x.index_select(0, idx)
+            yb = None if split.y is None else split.y.index_select(0, idx)
+        else:
+            xb = split.x[start : start + batch_size]
+            yb = None if split.y is None else split.y[start : start + batch_size]
+        if dynamic_binarize:
+            u = torch.rand(xb.shape, generator=generator).to(xb.device)
+            xb = (u < xb).to(xb.dtype)
+        yield xb, yb

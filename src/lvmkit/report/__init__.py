@@ -1,0 +1,259 @@
+"""report.html: one self-contained page per run (figures embedded as PNG data URIs).
+
+The page is a list of sections; each section function takes the run and returns HTML or None
+(when it has nothing to show). Later commands add their section to ``SECTIONS``.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from lvmkit.report import figures
+from lvmkit.data import batches
+from lvmkit.core.run import Run
+
+SECTIONS: list[Callable[["_Context"], str | None]] = []
+
+
+class _Context:
+    """What the sections share: the run, its model and test codes, computed once."""
+
+    def __init__(self, run: Run, device: str = "cpu", embedding: str = "pca") -> None:
+        self.run = run
+        self.embedding = embedding
+        self.metrics = run.read_metrics()
+        self.model = run.load_model("best", device)
+        self.data = run.data()
+        self.test = self.data.test.to(device)
+        self.figures: list[Path] = []
+        from lvmkit.models.autoencoder import LatentVariableModel
+
+        # Image/tabular sections apply to autoencoders; other families add their own sections.
+        self.is_autoencoder = isinstance(self.model, LatentVariableModel)
+
+    def codes(self) -> np.ndarray:
+        if not hasattr(self, "_codes"):
+            self._codes = torch.cat([self.model.embed(xb) for xb, _ in batches(self.test, 512, shuffle=False)]).cpu().numpy()
+        return self._codes
+
+    def figure(self, name: str, fig, caption: str) -> str:
+        """Save a figure under RUN/figures and return an <img> with it embedded."""
+        self.run.figures.mkdir(exist_ok=True)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        png = buf.getvalue()
+        path = self.run.figures / f"{name}.png"
+        path.write_bytes(png)
+        self.figures.append(path)
+        b64 = base64.b64encode(png).decode()
+        return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{b64}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _table(rows: dict, title: str | None = None) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        return html.escape(json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{fmt(v)}</td></tr>" for k, v in rows.items())
+    head = f"<h3>{html.escape(title)}</h3>" if title else ""
+    return f"{head}<table>{body}</table>"
+
+
+def _section(title: str, body: str) -> str:
+    return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
+
+
+def _summary(ctx: _Context) -> str:
+    rows: dict = {}
+    if ctx.metrics:
+        last = ctx.metrics[-1]
+        best = min(ctx.metrics, key=lambda m: m["val_loss"])
+        rows.update({"epochs trained": last["epoch"], "steps": last["step"], "final train loss": last["train_loss"],
+                     "best val loss": best["val_loss"], "best epoch": best["epoch"],
+                     "training time (s)": sum(m["seconds"] for m in ctx.metrics)})
+    ev = ctx.run.read_json("eval.json")
+    body = _table(rows, "training")
+    if ev:
+        body += _table(ev, "evaluation on the test split (eval.json)")
+    else:
+        body += "<p>No evaluation yet: run <code>lvmkit evaluate RUN</code>.</p>"
+    return _section("Metrics", body)
+
+
+def _curves(ctx: _Context) -> str | None:
+    if not ctx.metrics:
+        return None
+    return _section("Loss curves", ctx.figure("loss_curves", figures.loss_curves(ctx.metrics), "loss and its terms per epoch (train solid, validation dashed)"))
+
+
+def _recon(ctx: _Context) -> str | None:
+    if not ctx.is_autoencoder:
+        return None
+    x = ctx.test.x[:16]
+    r = ctx.model.reconstruct(x)
+    fig = figures.reconstructions(x.cpu().numpy(), r.cpu().numpy())
+    return _section("Reconstructions", ctx.figure("reconstructions", fig, "test inputs and their reconstructions (posterior mean code)"))
+
+
+def _samples(ctx: _Context) -> str | None:
+    if not ctx.is_autoencoder:
+        return None
+    g = torch.Generator(device=ctx.test.x.device).manual_seed(ctx.run.config.train.seed)
+    s = ctx.model.sample(64, generator=g).cpu().numpy()
+    fig = figures.samples(s, None if ctx.data.is_image else ctx.test.x.cpu().numpy())
+    note = "" if ctx.model.stochastic else " (this autoencoder has no trained prior: samples show what N(0, I) codes decode to)"
+    return _section("Samples from the prior", ctx.figure("samples", fig, "means of p(x|z), z ~ N(0, I)" + note))
+
+
+def _latent(ctx: _Context) -> str | None:
+    if not ctx.is_autoencoder:
+        return None
+    codes = ctx.codes()
+    labels = None if ctx.test.y is None else ctx.test.y.cpu().numpy()
+    d = codes.shape[1]
+    if d == 1:
+        codes2, how = np.column_stack([codes[:, 0], np.zeros(len(codes))]), "1-D latent"
+    elif d == 2:
+        codes2, how = codes, "latent dimensions 1 and 2"
+    elif ctx.embedding == "tsne":
+        from sklearn.manifold import TSNE
+
+        codes2 = TSNE(2, init="pca", random_state=0, perplexity=min(30, len(codes) - 1)).fit_transform(codes)
+        how = f"t-SNE of the {d}-D posterior means"
+    else:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(2).fit(codes)
+        codes2 = pca.transform(codes)
+        how = f"PCA of the {d}-D posterior means ({100 * pca.explained_variance_ratio_.sum():.0f}% of variance)"
+    fig = figures.latent_scatter(codes2, labels, how, ctx.data.class_names)
+    body = ctx.figure("latent_scatter", fig, "test-set posterior means, " + how)
+    if d == 2 and ctx.data.is_image:
+        from scipy.stats import norm
+
+        n = 15
+        q = norm.ppf(np.linspace(0.05, 0.95, n))
+        # Rows run from high z2 (top) to low z2, columns from low z1 to high z1.
+        zz = torch.tensor([[a, b] for b in q[::-1] for a in q], dtype=torch.float32, device=ctx.test.x.device)
+        with torch.no_grad():
+            imgs = ctx.model.likelihood.mean(ctx.model.decode(zz)).cpu().numpy()
+        body += ctx.figure("latent_grid", figures.latent_grid(imgs, n), "decoded means over a grid of latent codes")
+    return _section("Latent space", body)
+
+
+def _events(ctx: _Context) -> str | None:
+    """Event displays (AT-TPC sets): a few test events of each class above their reconstructions."""
+    if not ctx.is_autoencoder or ctx.data.info.get("display") != "events" or ctx.test.y is None:
+        return None
+    y = ctx.test.y.cpu().numpy()
+    rows = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)[:6]
+        x = ctx.test.x[idx]
+        name = ctx.data.class_names[c] if ctx.data.class_names and c < len(ctx.data.class_names) else str(c)
+        rows.append((name, x.cpu().numpy(), ctx.model.reconstruct(x).cpu().numpy()))
+    fig = figures.event_grid(rows)
+    return _section("Event displays", ctx.figure("events", fig, "test events of each class (first channel; top: input, bottom: reconstruction)"))
+
+
+def _config(ctx: _Context) -> str:
+    meta = ctx.run.read_json("meta.json") or {}
+    cfg = html.escape(ctx.run.config.to_toml())
+    return _section("Configuration", f"<pre>{cfg}</pre>" + _table({k: meta[k] for k in ("command", "seed", "versions", "git_revision", "created") if k in meta}, "provenance"))
+
+
+def _image_file(ctx: _Context, name: str, caption: str) -> str:
+    path = ctx.run.figures / name
+    b64 = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _probe(ctx: _Context) -> str | None:
+    res = ctx.run.read_json("probe.json")
+    if not res:
+        return None
+    rows = {}
+    for name, by_n in res["results"].items():
+        for n, r in by_n.items():
+            rows[f"{name}, {n} labels/class"] = (f"macro f1 {r['macro_f1']['mean']:.3f} +- {r['macro_f1']['std']:.3f}, "
+                                                 f"accuracy {r['accuracy']['mean']:.3f} +- {r['accuracy']['std']:.3f}")
+    body = _table(rows)
+    if (ctx.run.figures / "probe.png").is_file():
+        body += _image_file(ctx, "probe.png", "probe metrics against the number of labelled examples per class")
+    return _section("Few-label probes (probe.json)", body)
+
+
+def _clusters(ctx: _Context) -> str | None:
+    res = ctx.run.read_json("cluster.json")
+    if not res:
+        return None
+    rows = {}
+    for name, r in res["results"].items():
+        rows[f"{name} ({r['method']}, k={res['k']})"] = (f"ACC {r['acc']:.3f}, NMI {r['nmi']:.3f}, ARI {r['ari']:.3f}"
+                                                        if "acc" in r else f"sizes {r['sizes']}")
+    body = _table(rows)
+    if (ctx.run.figures / "cluster_confusion.png").is_file():
+        body += _image_file(ctx, "cluster_confusion.png", "classes (rows) against latent clusters (columns)")
+    return _section("Clustering (cluster.json)", body)
+
+
+def _anomaly(ctx: _Context) -> str | None:
+    res = ctx.run.read_json("anomaly.json")
+    if not res:
+        return None
+    rows = {"score": res["score"], "data": res["data"], "normal class": res["normal_class"]}
+    if "auroc" in res:
+        rows.update({"AUROC": res["auroc"], "AUPRC": res["auprc"]})
+        for r, v in res["at_target_fpr"].items():
+            rows[f"target fpr {r}"] = f"threshold {v['threshold']:.4g}: test TPR {v['tpr']:.3f}, test FPR {v['fpr']:.3f}"
+    body = _table(rows)
+    if (ctx.run.figures / "anomaly.png").is_file():
+        body += _image_file(ctx, "anomaly.png", "anomaly scores with thresholds chosen on normal validation data; ROC and precision-recall")
+    return _section("Anomaly detection (anomaly.json)", body)
+
+
+SECTIONS.extend([_summary, _curves, _recon, _samples, _latent, _events, _probe, _clusters, _anomaly, _config])
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em}table{border-collapse:collapse;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:.2em .6em;text-align:left;font-size:.9em}th{background:#f5f5f5}
+figure{margin:1em 0}img{max-width:100%}figcaption{font-size:.85em;color:#555}pre{background:#f7f7f7;padding:.8em;overflow-x:auto}"""
+
+
+def write_report(run: Run | str | Path, *, embedding: str = "pca", device: str = "cpu", progress: bool = False) -> Path:
+    """Render ``RUN/report.html`` (and ``RUN/figures/*.png``) from what the run holds."""
+    run = run if isinstance(run, Run) else Run.open(run)
+    ctx = _Context(run, device, embedding)
+    parts = [s for s in (section(ctx) for section in SECTIONS) if s]
+    cfg = run.config
+    title = f"lvmkit run {run.path.name}: {cfg.model.kind} ({cfg.model.network}, latent {cfg.model.latent_dim}) on {cfg.data.name}"
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head>"
+            f"<body><h1>{html.escape(title)}</h1><p>Written {time.strftime('%Y-%m-%d %H:%M:%S')} from {html.escape(str(run.path))}.</p>"
+            + "".join(parts) + "</body></html>")
+    out = run.path / "report.html"
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(page)
+    tmp.replace(out)
+    if progress:
+        print(f"wrote {out}", file=sys.stderr)
+    return out
+
+
+# Families outside the autoencoders append their own sections (imported here, so that plotting
+# stays out of a plain ``import lvmkit``).
+from lvmkit.report import timeseries as _timeseries_report  # noqa: E402,F401
