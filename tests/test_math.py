@@ -369,7 +369,7 @@ def test_single_sample_importance_weight_has_the_elbo_expectation():
     oracle = _expected_elbo_oracle(model, w, b, x)
     assert torch.all((m_iw - oracle).abs() <= N_SE * se_iw)
     # The training loss at beta = 1 is the negative batch-mean ELBO (Kingma & Welling eq. 3).
-    out = model.train().loss(x.repeat(reps, 1), step=0)
+    out = model.train()(x.repeat(reps, 1), step=0)
     assert torch.allclose(out.terms["elbo"], -out.loss.detach())
     se_loss = torch.sqrt((elbo.var(0) / reps).sum()) / x.shape[0]
     assert abs(-out.loss.item() - oracle.mean().item()) <= N_SE * se_loss.item()

@@ -23,14 +23,14 @@ def test_report_embeds_every_figure(trained_run):
     path = write_report(trained_run)
     html = path.read_text()
     imgs = _images(html)
-    # loss curves, reconstructions, samples, latent scatter, decoded latent grid (latent_dim = 2)
-    assert len(imgs) == 5 and all(i.startswith(PNG) and len(i) > 1000 for i in imgs)
+    # loss curves, reconstructions, samples, samples per epoch, latent scatter, decoded latent grid (latent_dim = 2)
+    assert len(imgs) == 6 and all(i.startswith(PNG) and len(i) > 1000 for i in imgs)
     assert not re.search(r'src="(?!data:)', html), "report must not reference external files"
-    for heading in ("Metrics", "Loss curves", "Reconstructions", "Samples from the prior", "Latent space", "Configuration"):
+    for heading in ("Metrics", "Loss curves", "Reconstructions", "Samples", "Latent space", "Configuration"):
         assert f"<h2>{heading}</h2>" in html
     assert "log_likelihood" in html and "latent_dim = 2" in html
     assert sorted(p.name for p in (trained_run.figures).iterdir()) == [
-        "latent_grid.png", "latent_scatter.png", "loss_curves.png", "reconstructions.png", "samples.png"]
+        "epoch_samples.png", "latent_grid.png", "latent_scatter.png", "loss_curves.png", "reconstructions.png", "samples.png"]
 
 
 def test_report_for_wide_latent_uses_pca_and_tabular_data(tmp_path):

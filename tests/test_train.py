@@ -68,7 +68,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     cfg = tiny_config(data={"name": "npz", "path": str(tmp_path / "d.npz"), "scale": "none"},
                       model={"likelihood": "gaussian", "hidden": [8]},
                       train={"lr": 1e8, "grad_clip": 0, "epochs": 50, "batch_size": 16})
-    with pytest.raises(TrainingDiverged, match=r"The loss became (nan|inf) at step \d+ .*last good checkpoint is kept"):
+    with pytest.raises(TrainingDiverged, match=r"The .main. loss became (nan|inf) at step \d+ .*last good checkpoint is kept"):
         lvmkit.train(cfg, tmp_path / "run", progress=False)
     ckpt = lvmkit.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
@@ -94,7 +94,7 @@ def test_cosine_schedule_sets_the_rate_of_every_step(tmp_path):
     run = lvmkit.train(tiny_config(train={"epochs": 2, "lr": 0.01, "lr_schedule": "cosine", "lr_final": 0.1}),
                        tmp_path / "run", progress=False)
     assert run.read_metrics()[-1]["step"] == 40  # 20 batches per epoch
-    lr = lvmkit.load_checkpoint(run.checkpoints / "last.pt")["optimizer"]["param_groups"][0]["lr"]
+    lr = lvmkit.load_checkpoint(run.checkpoints / "last.pt")["optimizers"]["main"]["param_groups"][0]["lr"]
     assert lr == pytest.approx(0.01 * cosine_decay(39, 40, 0.1))  # the last step's rate, near the final 0.001
 
 

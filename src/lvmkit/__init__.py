@@ -11,7 +11,7 @@ The Python API mirrors the CLI::
 __version__ = "0.1.0"
 
 from lvmkit.core.checkpoint import load_checkpoint, save_checkpoint
-from lvmkit.core.config import (DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig, apply_overrides,
+from lvmkit.core.config import (DataConfig, EvalConfig, ExperimentConfig, ModelConfig, OptimGroupConfig, Section, TrainConfig, apply_overrides,
                      load_config, make_config)
 from lvmkit.models.corruption import CORRUPTIONS
 from lvmkit.data import SOURCES, Dataset, Split, load_data
@@ -21,13 +21,18 @@ from lvmkit.analysis.evaluate import evaluate
 from lvmkit.models.kinds import MODEL_KINDS
 from lvmkit.models.likelihoods import LIKELIHOODS
 from lvmkit.models.mmd import KERNELS, mmd2_rbf_gaussians, mmd2_unbiased
-from lvmkit.models.autoencoder import LatentVariableModel, LossOutput, build_model
+from lvmkit.core.contract import (CAPABILITIES, FAMILIES, AbstractModel, DensityModel, Encoder, Family, Forecaster, Generator,
+                                  LossOutput, Reconstructor, capabilities)
+from lvmkit.core.optim import EMA, OPTIMIZERS, Optimizers
+from lvmkit.models import build_model
+from lvmkit.models.autoencoder import Autoencoder, AutoencoderConfig
 from lvmkit.models.networks import NETWORKS
 from lvmkit.models.regularizers import REGULARIZERS
 from lvmkit.core.registry import Registry
 from lvmkit.core.run import Run
-from lvmkit.core.train import resume, train
+from lvmkit.core.train import Trainer, resume, train
 from lvmkit.analysis.sampling import sample
+from lvmkit.analysis.quality import frechet_distance, precision_recall, quality
 from lvmkit.analysis.anomaly import SCORES, anomaly
 from lvmkit.analysis.cluster import CLUSTERERS, cluster, cluster_metrics, hungarian_accuracy
 from lvmkit.analysis.latent import LatentEncoder
@@ -54,7 +59,9 @@ __all__ = [
     "attpc", "timeseries", "forecast", "SOLVERS", "ODESolver", "SolverError", "SCORES", "anomaly", "one_class", "CLUSTERERS", "LatentEncoder", "cluster", "cluster_metrics", "hungarian_accuracy", "probe",
     "CORRUPTIONS", "KERNELS", "LIKELIHOODS", "MODEL_KINDS", "NETWORKS", "REGULARIZERS", "SOURCES",
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "Dataset", "EvalConfig", "ExperimentConfig",
-    "LatentVariableModel", "LossOutput", "LvmkitError", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",
+    "AbstractModel", "Autoencoder", "AutoencoderConfig", "CAPABILITIES", "DensityModel", "EMA", "Encoder", "FAMILIES", "Family",
+    "Forecaster", "Generator", "OPTIMIZERS", "OptimGroupConfig", "Optimizers", "Reconstructor", "Section", "Trainer",
+    "capabilities", "frechet_distance", "precision_recall", "quality", "LossOutput", "LvmkitError", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",
     "TrainingDiverged", "apply_overrides", "build_model", "evaluate", "kl_normal", "kl_std_normal", "load_checkpoint",
     "load_config", "load_data", "log_normal", "log_std_normal", "logmeanexp", "make_config", "mmd2_rbf_gaussians",
     "mmd2_unbiased", "reparameterize", "resume", "sample", "save_checkpoint", "train", "write_report", "__version__",

@@ -79,11 +79,29 @@ def sample(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .png grid, .npy or .csv.")] = Path("samples.png"),
     seed: Annotated[int, typer.Option(help="Random seed of the prior draws.")] = 0,
 ) -> None:
-    """Sample from the prior of a trained run."""
+    """Draw samples from a trained generator (VAE prior, GAN, ...)."""
     from lvmkit.analysis.sampling import sample as _sample
 
     _sample(run, n, out, seed=seed)
     typer.echo(str(out))
+
+
+@app.command()
+def quality(
+    run: Annotated[Path, typer.Argument(help="Run directory of a model that can sample (gan, vae, ...).")],
+    n: Annotated[int, typer.Option("--n", help="Number of generated examples to score.")] = 10000,
+    seed: Annotated[int, typer.Option(help="Random seed of the samples.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+) -> None:
+    """Sample quality: Frechet distance, precision and recall in a data-set classifier's features; RUN/quality.json."""
+    from lvmkit.analysis.quality import quality as _quality
+
+    res = _quality(run, n, seed=seed, device=device, progress=True)
+    fl = res["floor"]
+    typer.echo(f"Frechet distance {res['frechet_distance']:.4g}  (floor, train vs test: {fl['frechet_distance']:.4g})")
+    typer.echo(f"precision {res['precision']:.3f}  recall {res['recall']:.3f}  "
+               f"(floor: {fl['precision']:.3f} / {fl['recall']:.3f}); classes present {res['classes_present']}")
+    typer.echo(str(Path(run) / "quality.json"))
 
 
 @app.command()

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lvmkit.data import prepare_like
 from lvmkit.core.errors import DataError
-from lvmkit.models.autoencoder import LatentVariableModel
+from lvmkit.core.contract import AbstractModel, DensityModel, Encoder, Reconstructor, require
 from lvmkit.core.registry import Registry
 from lvmkit.core.run import Run
 
@@ -27,12 +27,15 @@ SCORES: Registry[Callable[[], "AnomalyScore"]] = Registry("anomaly score")
 class AnomalyScore(abc.ABC):
     """A per-example anomaly score (higher = more anomalous), fitted on normal data."""
 
-    def fit(self, model: LatentVariableModel, train_x: Tensor, val_x: Tensor) -> "AnomalyScore":
+    #: the capabilities a model needs for this score
+    needs: tuple[type, ...] = ()
+
+    def fit(self, model: AbstractModel, train_x: Tensor, val_x: Tensor) -> "AnomalyScore":
         """Learn what the score needs from normal training (and validation) examples."""
         return self
 
     @abc.abstractmethod
-    def __call__(self, model: LatentVariableModel, x: Tensor) -> np.ndarray:
+    def __call__(self, model: AbstractModel, x: Tensor) -> np.ndarray:
         """Scores of the examples of ``x``, shape (N,)."""
 
 
@@ -45,6 +48,8 @@ def _batched(fn, x: Tensor, batch_size: int = 512) -> np.ndarray:
 class ReconScore(AnomalyScore):
     """Squared reconstruction error, summed over dimensions (the fraud example's score)."""
 
+    needs = (Reconstructor,)
+
     def __call__(self, model, x):
         return _batched(lambda b: ((model.reconstruct(b) - b) ** 2).flatten(1).sum(1), x)
 
@@ -53,12 +58,16 @@ class ReconScore(AnomalyScore):
 class ElboScore(AnomalyScore):
     """Negative ELBO, averaged over 10 posterior draws: an upper bound on -log p(x)."""
 
+    needs = (DensityModel,)
+
     def __call__(self, model, x):
         return _batched(lambda b: -torch.stack([model.elbo(b)["elbo"] for _ in range(10)]).mean(0), x)
 
 
 @SCORES.register("latent-knn")
 class LatentKNNScore(AnomalyScore):
+    needs = (Encoder,)
+
     """Mean distance of an example's code to its 5 nearest codes of normal training data."""
 
     def __init__(self, k: int = 5) -> None:
@@ -76,6 +85,8 @@ class LatentKNNScore(AnomalyScore):
 
 @SCORES.register("recon+knn")
 class CombinedScore(AnomalyScore):
+    needs = (Reconstructor, Encoder)
+
     """Reconstruction error plus latent kNN distance, each standardised by its mean and standard
     deviation on normal validation data: anomalies far from the data in pixel or code space."""
 
@@ -128,8 +139,10 @@ def anomaly(run: Run | str | Path, score_name: str = "recon", target_fpr: list[f
     (``data.normal_class``): every other class is anomalous.
     """
     run = run if isinstance(run, Run) else Run.open(run)
-    SCORES.get(score_name)  # fail early on an unknown name
+    score_cls = SCORES.get(score_name)  # fail early on an unknown name
     model = run.load_model("best")
+    for capability in score_cls.needs:
+        require(model, capability, f"The {score_name!r} anomaly score")
     data = run.data()
     if data_file is not None:
         p = Path(data_file)

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from lvmkit.core.run import Run
-from lvmkit.core.train import FULL_WEIGHT_STEP, mean_loss, resolve_device
+from lvmkit.core.train import mean_loss, resolve_device
 
 
 def evaluate(run: Run | str | Path, k: int | None = None, *, batch_size: int | None = None,
@@ -30,7 +30,7 @@ def evaluate(run: Run | str | Path, k: int | None = None, *, batch_size: int | N
     test = test.to(dev)
     torch.manual_seed(run.config.train.seed + 1)
     result: dict = {"n_test": len(test), "data": run.config.data.name, "binarize": run.config.data.binarize}
-    result.update({f"test_{name}": v for name, v in mean_loss(model, test, FULL_WEIGHT_STEP, 256).items()})
+    result.update({f"test_{name}": v for name, v in mean_loss(model, test, 256).items()})
     # Each family brings its own test metrics (likelihood estimates, forecast errors, ...).
     result.update(model.evaluate_split(test, k=k, batch_size=batch_size))
     if write:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from lvmkit.core.errors import ConfigError, DataError
+from lvmkit.core.contract import Forecaster, require
 from lvmkit.core.run import Run
 from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels, pack
 from lvmkit.data.series import read_long_csv
@@ -72,6 +73,7 @@ def forecast(run: Run | str | Path, input_path: str | Path, until: float, *, out
         raise ConfigError(f"lvmkit forecast needs a run trained on time series (data.name = 'spirals', 'csv', ...); "
                           f"{str(run.path)!r} was trained on {run.config.data.name!r}.")
     model = run.load_model("best", device)
+    require(model, Forecaster, "lvmkit forecast")
     dcfg = run.config.data
     names, ids, times, values = read_long_csv(input_path, dcfg.id_column, dcfg.time_column, info["features"])
     offset, scale = info["time_offset"], info["time_scale"]

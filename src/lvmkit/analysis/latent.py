@@ -8,6 +8,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from lvmkit.core.errors import DataError
+from lvmkit.core.contract import Encoder, require
 from lvmkit.core.run import Run
 
 
@@ -33,7 +34,9 @@ class LatentEncoder(TransformerMixin, BaseEstimator):
 
     def fit(self, X=None, y=None) -> "LatentEncoder":
         run = self.run if isinstance(self.run, Run) else Run.open(Path(self.run))
-        self.model_ = run.load_model(self.checkpoint, self.device)
+        model = run.load_model(self.checkpoint, self.device)
+        require(model, Encoder, "LatentEncoder")
+        self.model_ = model
         self.n_features_out_ = self.model_.latent_dim
         return self
 

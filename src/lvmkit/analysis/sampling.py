@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from lvmkit.core.errors import ConfigError
+from lvmkit.core.contract import Forecaster, Generator, require
 from lvmkit.core.run import Run
 
 
@@ -21,6 +22,8 @@ def sample(run: Run | str | Path, n: int = 64, out: str | Path | None = None, *,
         raise ConfigError(f"The number of samples must be positive, got {n}; pass e.g. --n 64.")
     run = run if isinstance(run, Run) else Run.open(run)
     model = run.load_model("best", device)
+    series = "a series model forecasts instead: use 'lvmkit forecast RUN --input FILE --until T'"
+    require(model, Generator, "lvmkit sample", series if isinstance(model, Forecaster) else None)
     x = model.sample(n, generator=torch.Generator(device=device).manual_seed(seed)).cpu().numpy()
     if out is not None:
         out = Path(out)

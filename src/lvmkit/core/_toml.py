@@ -1,4 +1,4 @@
-"""Read TOML with the standard library; write the flat [section] key = value subset we emit."""
+"""Read TOML with the standard library; write the subset we emit ([a.b] tables of key = value)."""
 from __future__ import annotations
 
 import json
@@ -26,15 +26,25 @@ def _value(v: Any) -> str:
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
-def dumps(doc: dict[str, dict[str, Any]]) -> str:
-    """Serialise ``{section: {key: scalar-or-list}}``; ``None`` values are left out."""
+def dumps(doc: dict[str, Any]) -> str:
+    """Serialise ``{section: {key: value-or-table}}``: scalars and lists as ``key = value``,
+    nested dicts as ``[section.sub]`` tables (any depth); ``None`` values are left out."""
     lines: list[str] = []
-    for section, table in doc.items():
-        lines.append(f"[{section}]")
-        for key, v in table.items():
-            if v is not None:
+
+    def table(name: str, body: dict[str, Any]) -> None:
+        lines.append(f"[{name}]")
+        nested = []
+        for key, v in body.items():
+            if isinstance(v, dict):
+                nested.append((key, v))
+            elif v is not None:
                 lines.append(f"{key} = {_value(v)}")
         lines.append("")
+        for key, v in nested:
+            table(f"{name}.{key}", v)
+
+    for section, body in doc.items():
+        table(section, body)
     return "\n".join(lines)
 
 

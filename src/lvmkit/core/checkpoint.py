@@ -1,8 +1,12 @@
 """Checkpoints: written atomically, read without unpickling arbitrary objects.
 
-A checkpoint holds only tensors, numbers, strings and containers of them (the model and
-optimizer state dicts, loop counters, the config as TOML text), and is loaded with
-``torch.load(weights_only=True)``, which refuses any other object: loading never runs code.
+A checkpoint holds only tensors, numbers, strings and containers of them (the model state,
+the named optimizers' states, EMA weights, RNG state, loop counters, the config as TOML text),
+and is loaded with ``torch.load(weights_only=True)``, which refuses any other object: loading
+never runs code.
+
+Versions: 2 (today) holds ``optimizers`` (group name -> state), ``ema`` and ``rng``;
+1 held one Adam state under ``optimizer``. Both load; readers handle the difference.
 """
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ import torch
 
 from lvmkit.core.errors import CheckpointError
 
-FORMAT = "lvmkit-checkpoint-1"
+FORMAT = "lvmkit-checkpoint"
+VERSION = 2
+_READABLE = {"lvmkit-checkpoint": VERSION, "lvmkit-checkpoint-1": 1}  # format tag -> version
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -26,7 +32,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
+            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -52,6 +58,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"Checkpoint {str(path)!r} is truncated or corrupted ({reason}); "
             "delete it and resume from the other checkpoint of the run, or retrain."
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in _READABLE:
         raise CheckpointError(f"{str(path)!r} is not an lvmkit checkpoint; pass a file from a run's checkpoints/ folder.")
+    version = int(payload.get("version", _READABLE[payload["format"]]))
+    if version > VERSION:
+        raise CheckpointError(f"{str(path)!r} was written by a newer lvmkit (checkpoint version {version}, this one reads "
+                              f"up to {VERSION}); upgrade lvmkit.")
+    payload["version"] = version
     return payload

@@ -9,15 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
 from lvmkit.core import _toml
 from lvmkit.core.errors import ConfigError
-from lvmkit.models.kinds import FALLBACKS, MODEL_KINDS
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A config table: unknown keys are errors, assignments are validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+_Section = Section
 
 
 class DataConfig(_Section):
@@ -50,83 +54,83 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """The composed parts: networks, latent regularizer, input corruption, likelihood.
-
-    Fields left as ``None`` are filled from the preset named by ``kind`` (see
-    :mod:`lvmkit.kinds`).
-    """
+    """The fields every family's config has; each family subclasses it next to its code and
+    registers it with :class:`lvmkit.core.contract.Family`. ``[model]`` is validated against the
+    config of the family its ``kind`` resolves to, so a key that family does not use is an error
+    listing the keys it does use. Fields a family leaves ``None`` are filled from the preset
+    named by ``kind`` (:data:`lvmkit.models.kinds.MODEL_KINDS`)."""
 
     kind: str = "vae"
     family: Optional[str] = None
-    latent_dim: int = Field(2, gt=0)
-    network: str = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [400])
-    channels: list[int] = Field(default_factory=lambda: [32, 64])
-    activation: Literal["relu", "tanh", "elu", "gelu"] = "relu"
-    likelihood: str = "bernoulli"
-    sigma: float = Field(0.1, gt=0.0)
-    learn_sigma: bool = False
-    regularizer: Optional[str] = None
-    stochastic: Optional[bool] = None
-    beta: Optional[float] = Field(None, ge=0.0)
-    warmup_steps: int = Field(0, ge=0)
-    mmd_weight: Optional[float] = Field(None, ge=0.0)
-    mmd_kernel: Literal["imq", "rbf"] = "imq"
-    mmd_scale: float = Field(1.0, gt=0.0)
-    corruption: Optional[str] = None
-    noise: Optional[float] = Field(None, ge=0.0, le=1.0)
-    clusters: int = Field(10, ge=2)
-    gamma: float = Field(0.1, ge=0.0)
-    pretrain_steps: int = Field(1000, ge=0)
-    dec_interval: int = Field(140, gt=0)
-    dec_tol: float = Field(0.001, ge=0.0, le=1.0)
-    # Time-series families (latent-ode, rnn, neural-ode): ODE solver (lvmkit.ode), dynamics and
-    # recognition networks; the decoder uses ``hidden``, the KL term ``beta`` and ``warmup_steps``.
-    ode_solver: str = "dopri5"
-    ode_rtol: float = Field(1e-3, gt=0.0)
-    ode_atol: float = Field(1e-4, gt=0.0)
-    ode_step: float = Field(0.05, gt=0.0)
-    ode_max_steps: int = Field(1000, gt=0)
-    ode_adjoint: bool = False
-    ode_hidden: list[PositiveInt] = Field(default_factory=lambda: [20, 20])
-    rnn_hidden: int = Field(25, gt=0)
-    recognition: str = "gru"
-    vector_field: str = "mlp"
 
     @model_validator(mode="after")
     def _fill_from_kind(self) -> "ModelConfig":
+        from lvmkit.models.kinds import FALLBACKS, MODEL_KINDS
+
         preset = MODEL_KINDS.get(self.kind)
-        for key in ("family", "regularizer", "stochastic", "beta", "mmd_weight", "corruption", "noise"):
-            if getattr(self, key) is None:
-                value = preset.get(key, FALLBACKS.get(key))
-                object.__setattr__(self, key, value)  # no re-validation loop
-        if any(h <= 0 for h in self.hidden) or any(c <= 0 for c in self.channels):
-            raise ValueError("hidden and channels must hold positive sizes")
-        if self.regularizer == "kl" and not self.stochastic:
-            raise ValueError(
-                "regularizer 'kl' needs a stochastic encoder; set model.stochastic = true "
-                "or choose model.regularizer = 'none'"
-            )
+        for key in type(self).model_fields:
+            if getattr(self, key) is None and (key in preset or key in FALLBACKS):
+                object.__setattr__(self, key, preset.get(key, FALLBACKS.get(key)))  # no re-validation loop
         return self
 
 
-class TrainConfig(_Section):
-    """The one training loop's settings (Adam, clipping, early stopping, device)."""
+class OptimGroupConfig(_Section):
+    """``[train.optim.GROUP]``: the optimizer of one parameter group and the keys it sets
+    (see :mod:`lvmkit.core.optim`); unset keys come from ``[train]`` and the family."""
 
+    optimizer: Optional[str] = None
+    lr: Optional[float] = Field(None, gt=0.0)
+    weight_decay: Optional[float] = Field(None, ge=0.0)
+    betas: Optional[tuple[float, float]] = None
+    eps: Optional[float] = Field(None, gt=0.0)
+    amsgrad: Optional[bool] = None
+    momentum: Optional[float] = Field(None, ge=0.0)
+    nesterov: Optional[bool] = None
+    dampening: Optional[float] = Field(None, ge=0.0)
+    alpha: Optional[float] = Field(None, gt=0.0)
+    centered: Optional[bool] = None
+    lr_decay: Optional[float] = Field(None, ge=0.0)
+    rho: Optional[float] = Field(None, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _keys_fit_optimizer(self):
+        if self.optimizer is not None:
+            from lvmkit.core.optim import OPTIMIZER_KEYS, check_keys
+
+            check_keys(self.optimizer, {k: 1 for k in OPTIMIZER_KEYS if getattr(self, k) is not None}, "[train.optim.GROUP]")
+        return self
+
+
+class TrainConfig(OptimGroupConfig):
+    """The one training loop's settings: optimizer (for every group, with per-group overrides
+    in ``[train.optim.GROUP]``), schedule, clipping, EMA, early stopping, device."""
+
+    optimizer: str = "adam"
     epochs: int = Field(20, gt=0)
     max_steps: Optional[int] = Field(None, gt=0)
     batch_size: int = Field(128, gt=0)
-    lr: float = Field(1e-3, gt=0.0)
     # "cosine": the learning rate falls from lr towards lr * lr_final over the planned steps
     # (epochs x batches per epoch, or max_steps if fewer); early stopping may end it sooner.
     lr_schedule: Literal["constant", "cosine"] = "constant"
     lr_final: float = Field(0.01, gt=0.0, le=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: float = Field(100.0, ge=0.0)
     patience: int = Field(10, ge=0)
+    # Exponential moving average of the weights after every step (0: off); sampling and
+    # evaluation then use the averaged weights.
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
+    # Generator families: a grid of samples from fixed noise every this many epochs (0: never).
+    sample_every: int = Field(1, ge=0)
     seed: int = 0
     device: str = "auto"
     threads: Optional[int] = Field(None, gt=0)
+    optim: dict[str, OptimGroupConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _keys_fit_optimizer(self):
+        from lvmkit.core.optim import OPTIMIZER_KEYS, check_keys
+
+        check_keys(self.optimizer, {k: 1 for k in OPTIMIZER_KEYS if getattr(self, k) is not None}, "[train]")
+        return self
 
 
 class EvalConfig(_Section):
@@ -137,13 +141,39 @@ class EvalConfig(_Section):
     max_examples: Optional[int] = Field(None, gt=0)
 
 
+def _family_config(doc: dict[str, Any]) -> type[ModelConfig]:
+    """The config class of the family that ``[model]`` (a dict) describes."""
+    import lvmkit.models  # noqa: F401  (registers every family and kind)
+    from lvmkit.core.contract import FAMILIES
+    from lvmkit.models.kinds import MODEL_KINDS
+
+    kind = doc.get("kind", ModelConfig.model_fields["kind"].default)
+    if not isinstance(kind, str):
+        raise ConfigError(f"model.kind must be a name such as 'vae' or 'gan', got {kind!r}.")
+    family = doc.get("family") or MODEL_KINDS.get(kind)["family"]
+    return FAMILIES.get(family).config
+
+
 class ExperimentConfig(_Section):
-    """A whole experiment, as one TOML file describes it."""
+    """A whole experiment, as one TOML file describes it. ``model`` is an instance of the
+    config class of the family that ``model.kind`` names."""
 
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: SerializeAsAny[ModelConfig] = Field(default_factory=lambda: _family_config({})())
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_by_family(cls, doc: Any) -> Any:
+        if isinstance(doc, dict) and isinstance(doc.get("model"), dict):
+            section = doc["model"]
+            config_cls = _family_config(section)
+            try:
+                doc = {**doc, "model": config_cls.model_validate(section)}
+            except ValidationError as err:
+                raise ConfigError(_explain(err, config_cls, ("model",))) from None
+        return doc
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return self.model_dump()
@@ -155,18 +185,52 @@ class ExperimentConfig(_Section):
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
-def _explain(err: ValidationError) -> str:
+def _section_class(root: type[BaseModel], path: tuple) -> type[BaseModel] | None:
+    """The config class of the table at ``path`` below ``root`` (None if it is not a table)."""
+    import typing
+
+    cls: Any = root
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if cls is ExperimentConfig and part in _SECTIONS:
+            cls = _SECTIONS[part]
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
+            return None
+        ann = cls.model_fields[part].annotation
+        args = [a for a in typing.get_args(ann) if isinstance(a, type)] if typing.get_origin(ann) else []
+        if typing.get_origin(ann) is dict:  # dict[str, Section]: the next part is a key
+            cls = typing.get_args(ann)[1]
+            continue
+        cls = ann if isinstance(ann, type) else next((a for a in args if issubclass(a, BaseModel)), None)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _explain(err: ValidationError, root: type[BaseModel] | None = None, prefix: tuple = ()) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    if first["type"] == "extra_forbidden":
-        section = str(first["loc"][0]) if len(first["loc"]) > 1 else None
-        if section in _SECTIONS:
-            valid = ", ".join(_SECTIONS[section].model_fields)
-            return f"Unknown config key {loc!r}; valid keys in [{section}] are: {valid}."
-        return f"Unknown config section {loc!r}; valid sections are: {', '.join(_SECTIONS)}."
+    loc_t = tuple(first["loc"])
+    loc = ".".join(str(p) for p in (*prefix, *loc_t))
     cause = (first.get("ctx") or {}).get("error")
     if isinstance(cause, ConfigError):
         return str(cause)
+    if first["type"] == "extra_forbidden":
+        table = _section_class(root or ExperimentConfig, loc_t[:-1])
+        where = ".".join(str(p) for p in (*prefix, *loc_t[:-1]))
+        if table is ExperimentConfig or (not where and root is None):
+            return f"Unknown config section {loc!r}; valid sections are: {', '.join(_SECTIONS)}."
+        if table is not None:
+            valid = ", ".join(table.model_fields)
+            what = ""
+            if root is not None and where.startswith("model"):
+                from lvmkit.core.contract import FAMILIES
+
+                family = next((n for n in FAMILIES if FAMILIES.get(n).config is root), None)
+                what = f"the {family} family's" if family else ""
+            hint = ""
+            if loc == "train.n_critic":
+                hint = " (n_critic belongs to the GAN's own step: set model.n_critic)"
+            return f"Unknown config key {loc!r}{hint}; valid keys in {what + ' ' if what else ''}[{where}] are: {valid}."
     msg = first["msg"].removeprefix("Value error, ")
     if cause is not None:  # a cross-field check: the input is the whole section
         where = f"[{loc}]" if loc else "the configuration"
@@ -183,38 +247,53 @@ def make_config(doc: dict[str, Any] | None = None) -> ExperimentConfig:
         return ExperimentConfig.model_validate(doc or {})
     except ValidationError as err:
         raise ConfigError(_explain(err)) from None
-    except ConfigError:
-        raise
 
 
 def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings to a nested dict (values parsed as TOML)."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in doc.items()}
+    """Apply ``a.b.c=value`` strings (any depth) to a nested dict (values parsed as TOML)."""
+    import copy
+
+    out = copy.deepcopy(doc)
     for item in overrides:
         key, sep, raw = item.partition("=")
         parts = key.strip().split(".")
-        if not sep or len(parts) != 2 or not all(parts):
+        if not sep or len(parts) < 2 or not all(parts):
             raise ConfigError(
                 f"Override {item!r} is not of the form section.key=value; "
-                "write e.g. --set model.latent_dim=8."
+                "write e.g. --set model.latent_dim=8 or --set train.optim.discriminator.lr=1e-4."
             )
-        section, field = parts
-        table = out.setdefault(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"Config section {section!r} is not a table; cannot set {key!r}.")
-        table[field] = _toml.parse_scalar(raw.strip())
+        table = out
+        for depth, part in enumerate(parts[:-1]):
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"Config key {'.'.join(parts[: depth + 1])!r} is not a table; cannot set {key!r}.")
+        table[parts[-1]] = _toml.parse_scalar(raw.strip())
     return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file into a dict, with one-sentence errors for a missing or invalid file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"Config file {str(p)!r} does not exist; pass the path of a TOML file such as configs/vae_digits.toml.")
+    try:
+        return _toml.load(p)
+    except (_toml.tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"Config file {str(p)!r} is not valid TOML ({err}); fix its syntax.") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read an experiment TOML file (or defaults when ``path`` is None) and apply overrides."""
-    doc: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"Config file {str(p)!r} does not exist; pass the path of a TOML file such as configs/vae_digits.toml.")
-        try:
-            doc = _toml.load(p)
-        except (_toml.tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"Config file {str(p)!r} is not valid TOML ({err}); fix its syntax.") from None
+    doc = read_toml(path) if path is not None else {}
     return make_config(apply_overrides(doc, overrides or []))
+
+
+def migrate_v1(doc: dict[str, Any]) -> dict[str, Any]:
+    """A run's config.toml written before per-family configs (format 1) listed every model key
+    of every family; keep the keys the run's family uses, so old runs still open."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in doc.items()}
+    model = out.get("model")
+    if isinstance(model, dict):
+        fields = _family_config(model).model_fields
+        out["model"] = {k: v for k, v in model.items() if k in fields}
+    return out

@@ -13,10 +13,13 @@ from typing import Any
 import torch
 
 from lvmkit.core.checkpoint import load_checkpoint
-from lvmkit.core.config import ExperimentConfig, load_config
+from lvmkit.core.config import ExperimentConfig, make_config, migrate_v1, read_toml
 from lvmkit.data import Dataset, load_data
 from lvmkit.core.errors import CheckpointError
-from lvmkit.models.autoencoder import LatentVariableModel, build_model
+from lvmkit.core.contract import AbstractModel
+
+#: how config.toml is written: 2 = one typed [model] table per family (see core.config.migrate_v1)
+CONFIG_FORMAT = 2
 
 
 def _versions() -> dict[str, str]:
@@ -78,7 +81,7 @@ class Run:
                 raise CheckpointError(f"Run directory {str(path)!r} already holds a run; choose another --out or resume it with --resume {path}.")
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.toml").write_text(config.to_toml())
-        meta = {"command": sys.argv, "cwd": os.getcwd(), "seed": config.train.seed, "versions": _versions(),
+        meta = {"config_format": CONFIG_FORMAT, "command": sys.argv, "cwd": os.getcwd(), "seed": config.train.seed, "versions": _versions(),
                 "git_revision": _git_revision(), "host": platform.node(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (path / "meta.json").write_text(json.dumps(meta, indent=2))
         return cls(path, config)
@@ -91,7 +94,11 @@ class Run:
             raise CheckpointError(f"Run directory {str(path)!r} does not exist; pass the directory that 'lvmkit train' printed.")
         if not (path / "config.toml").is_file():
             raise CheckpointError(f"{str(path)!r} is not a run directory (no config.toml); pass the directory that 'lvmkit train' printed.")
-        return cls(path, load_config(path / "config.toml"))
+        doc = read_toml(path / "config.toml")
+        meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
+        if meta.get("config_format", 1) < CONFIG_FORMAT:
+            doc = migrate_v1(doc)
+        return cls(path, make_config(doc))
 
     # -- contents -----------------------------------------------------------------------------
     def data(self) -> Dataset:
@@ -122,12 +129,24 @@ class Run:
             p = self.checkpoints / "last.pt"
         return p
 
-    def load_model(self, which: str = "best", device: str | torch.device = "cpu") -> LatentVariableModel:
-        """Rebuild the model from the config and load its weights (no pickled objects)."""
+    def load_model(self, which: str = "best", device: str | torch.device = "cpu", *, ema: bool | None = None) -> AbstractModel:
+        """Rebuild the model from the config and load its weights (no pickled objects).
+
+        Args:
+            which: "best" (falls back to "last" when the family selects none) or "last".
+            device: where the model goes.
+            ema: load the exponential moving average of the weights; None = when the run kept one.
+        """
+        from lvmkit.models import build_model
+
         ckpt = load_checkpoint(self.checkpoint_path(which), map_location=device)
+        if ema and "ema" not in ckpt:
+            raise CheckpointError(f"The {which} checkpoint of {str(self.path)!r} holds no EMA weights; train with "
+                                  "train.ema_decay > 0, or load the raw weights (ema=False).")
+        weights = ckpt["ema"] if "ema" in ckpt and ema is not False else ckpt["model"]
         model = build_model(self.config.model, tuple(ckpt["input_shape"]))
         try:
-            model.load_state_dict(ckpt["model"])
+            model.load_state_dict(weights)
         except (RuntimeError, KeyError) as err:
             raise CheckpointError(f"Checkpoint of {str(self.path)!r} does not match its config.toml ({str(err).splitlines()[0]}); was config.toml edited after training?") from None
         return model.to(device).eval()

@@ -1,5 +1,7 @@
-"""The one training loop: Adam, gradient clipping, early stopping, atomic checkpoints,
-exact resume, a NaN/Inf guard. Every model family plugs in through ``model.loss(x, step)``."""
+"""The one training loop. It keeps the mechanics (epochs, per-epoch seeds, validation through
+``forward``, early stopping on the family's ``selection_metric``, atomic checkpoints, exact
+resume, the NaN/Inf guard, EMA weights, sample grids, callbacks); each family owns its step
+(``training_step``) and its optimizer groups. See :mod:`lvmkit.core.contract`."""
 from __future__ import annotations
 
 import json
@@ -7,16 +9,18 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any, Iterable, Protocol
 
+import numpy as np
 import torch
 
-from lvmkit.core.checkpoint import load_checkpoint, save_checkpoint
+from lvmkit.core.checkpoint import VERSION, load_checkpoint, save_checkpoint
 from lvmkit.core.config import ExperimentConfig, TrainConfig
-from lvmkit.data import Dataset, Split, batches, load_data
+from lvmkit.core.contract import AbstractModel, Generator
 from lvmkit.core.errors import ConfigError, TrainingDiverged
-from lvmkit.models.autoencoder import LatentVariableModel, build_model
+from lvmkit.core.optim import EMA, Optimizers, lr_factor
 from lvmkit.core.run import Run
-from lvmkit.core.schedules import cosine_decay
+from lvmkit.data import Dataset, Split, batches, load_data
 
 
 def resolve_device(name: str) -> torch.device:
@@ -32,9 +36,11 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-# Validation and evaluation score the objective at full regularizer weight (past any warm-up),
-# so early stopping compares like with like while a KL weight is still ramping up.
-FULL_WEIGHT_STEP = 2**62
+class Callback(Protocol):
+    """Called after every epoch's record, checkpoints and log line; may set ``trainer.stopped``
+    to a reason (a hyperparameter search prunes a trial this way)."""
+
+    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None: ...
 
 
 def _progress(enabled: bool):
@@ -51,42 +57,66 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**63 - 1)
 
 
-def _check_compatible(model: LatentVariableModel, data: Dataset) -> None:
-    support = getattr(model.likelihood, "support", None)
+def _check_compatible(model: AbstractModel, data: Dataset) -> None:
+    support = model.data_support
     if support is not None:
         lo, hi = float(data.train.x.min()), float(data.train.x.max())
         if lo < support[0] or hi > support[1]:
             raise ConfigError(
-                f"The {type(model.likelihood).__name__} likelihood needs data in {list(support)} but the training data "
-                f"spans [{lo:.3g}, {hi:.3g}]; "
-                "set data.scale = 'minmax' or model.likelihood = 'gaussian'."
+                f"The {type(model).__name__} model needs data in {list(support)} but the training data "
+                f"spans [{lo:.3g}, {hi:.3g}]; set data.scale = 'minmax' or model.likelihood = 'gaussian'."
             )
 
 
 @torch.no_grad()
-def mean_loss(model: LatentVariableModel, split: Split, step: int, batch_size: int) -> dict[str, float]:
-    """The training objective and its terms averaged over a split (model in eval mode)."""
+def mean_loss(model: AbstractModel, split: Split, batch_size: int) -> dict[str, float]:
+    """The objective (``forward`` at full weight) and its terms averaged over a split, in eval mode."""
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
     for xb, _ in batches(split, batch_size, shuffle=False):
-        out = model.loss(xb, step)
+        out = model(xb)
         for k, v in out.terms.items():
             sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
     model.train(was_training)
     return {k: float(v) / len(split) for k, v in sums.items()}
 
 
+class SampleGrids:
+    """Every ``every`` epochs, samples from fixed noise (RUN/samples/epoch_NNNN.npy): the
+    report shows how a generator's samples develop. Draws from its own random stream."""
+
+    def __init__(self, every: int, n: int = 32, seed: int = 0) -> None:
+        self.every, self.n, self.seed = every, n, seed
+
+    @torch.no_grad()
+    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        if trainer.epoch % self.every:
+            return
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        g = torch.Generator(device=trainer.device).manual_seed(self.seed)
+        x = model.sample(self.n, generator=g).float().cpu().numpy()
+        model.train(was_training)
+        folder = trainer.run.path / "samples"
+        folder.mkdir(exist_ok=True)
+        np.save(folder / f"epoch_{trainer.epoch:04d}.npy", x)
+
+
 class Trainer:
     """Runs the loop for one run directory; see :func:`train` for the usual entry point."""
 
-    def __init__(self, run: Run, data: Dataset, model: LatentVariableModel, cfg: TrainConfig,
-                 device: torch.device, progress: bool = True) -> None:
+    def __init__(self, run: Run, data: Dataset, model: AbstractModel, cfg: TrainConfig, device: torch.device,
+                 progress: bool = True, callbacks: Iterable[Callback] = ()) -> None:
         self.run, self.data, self.model, self.cfg = run, data, model, cfg
         self.device, self.progress = device, progress
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        # The fused implementation updates all tensors in one kernel: ~3x cheaper per step on CPU.
-        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        self.opt = Optimizers(model.optimizer_groups(), cfg, model.optimizer_defaults)
+        self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.selection = model.selection_metric
+        self.callbacks = list(callbacks)
+        if isinstance(model, Generator) and data.is_image and cfg.sample_every > 0:
+            self.callbacks.insert(0, SampleGrids(cfg.sample_every, seed=cfg.seed))
         self.epoch = 0
         self.step = 0
         self.best_val = math.inf
@@ -98,14 +128,22 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------
     def _payload(self) -> dict:
-        return {
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        payload = {
+            "version": VERSION,
             "config": self.run.config.to_toml(),
             "input_shape": list(self.data.shape),
             "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
+            "optimizers": self.opt.state_dict(),
+            "rng": rng,
             "state": {"epoch": self.epoch, "step": self.step, "best_val": self.best_val,
                       "bad_epochs": self.bad_epochs, "best_stage": self.best_stage, "stopped": self.stopped},
         }
+        if self.ema is not None:
+            payload["ema"] = self.ema.state_dict()
+        return payload
 
     def save(self, which: str) -> None:
         save_checkpoint(self.run.checkpoints / f"{which}.pt", self._payload())
@@ -113,7 +151,15 @@ class Trainer:
     def restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
         self.model.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(ckpt["optimizer"])
+        # Format 1 held one Adam state under "optimizer": the "main" group of today's loop.
+        self.opt.load_state_dict(ckpt["optimizers"] if "optimizers" in ckpt else {"main": ckpt["optimizer"]})
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt.get("ema", self.model.state_dict()))
+        rng = ckpt.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"].cpu())
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
         st = ckpt["state"]
         self.epoch, self.step = int(st["epoch"]), int(st["step"])
         self.best_val, self.bad_epochs = float(st["best_val"]), int(st["bad_epochs"])
@@ -128,11 +174,18 @@ class Trainer:
         if self.progress:
             print(text, file=sys.stderr, flush=True)
 
+    def _diverged(self, what: str) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"{what[0].upper() + what[1:]} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped and the last "
+            f"good checkpoint is kept in {self.run.checkpoints / 'last.pt'}; lower train.lr, set train.grad_clip "
+            "(e.g. 10), or check the data for extreme values."
+        )
+
     def _train_epoch(self) -> dict[str, float]:
         cfg, model = self.cfg, self.model
         seed = _epoch_seed(cfg.seed, self.epoch)
         gen = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)  # reparameterisation and corruption noise
+        torch.manual_seed(seed)  # the model's own noise: reparameterisation, corruption, latent draws
         model.train()
         sums: dict[str, torch.Tensor] = {}
         seen = 0
@@ -142,45 +195,40 @@ class Trainer:
         with bar:
             for xb, _ in batches(self.data.train, cfg.batch_size, shuffle=True, generator=gen,
                                  dynamic_binarize=self.data.binarize == "dynamic"):
-                if not self._step(xb, sums):
+                reason = model.update(self.data.train.x, self.step)
+                if reason:
+                    self.stopped = reason
                     break
+                self.opt.lr_factor = lr_factor(cfg.lr_schedule, self.step, self.planned_steps, cfg.lr_final)
+                try:
+                    terms = model.training_step(xb, self.step, self.opt)
+                except TrainingDiverged as err:
+                    raise self._diverged(str(err)) from None
+                if self.ema is not None:
+                    self.ema.update(model)
+                self.step += 1
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
                 seen += xb.shape[0]
                 bar.advance(task)
                 if cfg.max_steps and self.step >= cfg.max_steps:
                     break
         return {k: float(v) / max(seen, 1) for k, v in sums.items()}
 
-    def _step(self, xb: torch.Tensor, sums: dict) -> bool:
-        """One optimisation step; False when the model asked to stop before it."""
-        cfg, model = self.cfg, self.model
-        reason = model.update(self.data.train.x, self.step)
-        if reason:
-            self.stopped = reason
+    def _select(self, val_terms: dict[str, float]) -> bool:
+        """Early-stopping bookkeeping on the family's selection metric; True if it improved."""
+        stage = self.model.objective_stage
+        if stage != self.best_stage:
+            # The objective changed (e.g. DEC clustering began after pretraining): losses
+            # before and after are not comparable, so the best checkpoint starts afresh.
+            self.best_val, self.bad_epochs, self.best_stage = math.inf, 0, stage
+        if self.selection is None:
             return False
-        out = model.loss(xb, self.step)
-        if not torch.isfinite(out.loss):
-            raise TrainingDiverged(
-                f"The loss became {float(out.loss.detach())} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped "
-                f"and the last good checkpoint is kept in {self.run.checkpoints / 'last.pt'}; "
-                "lower train.lr, set train.grad_clip (e.g. 10), or check the data for extreme values."
-            )
-        self.opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        if cfg.grad_clip > 0:
-            # Rescale only when the norm exceeds the limit (clip_grad_norm_ always rescales).
-            grads = [p.grad for p in self.params if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm(grads)
-            if norm > cfg.grad_clip:
-                torch.nn.utils.clip_grads_with_norm_(self.params, cfg.grad_clip, norm)
-        if cfg.lr_schedule == "cosine":
-            factor = cosine_decay(self.step, self.planned_steps, cfg.lr_final)
-            for group in self.opt.param_groups:
-                group["lr"] = cfg.lr * factor
-        self.opt.step()
-        self.step += 1
-        for k, v in out.terms.items():
-            sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
-        return True
+        if val_terms[self.selection] < self.best_val:
+            self.best_val, self.bad_epochs = val_terms[self.selection], 0
+            return True
+        self.bad_epochs += 1
+        return False
 
     def fit(self) -> None:
         cfg = self.cfg
@@ -194,43 +242,36 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - t0
-            val_terms = mean_loss(self.model, self.data.val, FULL_WEIGHT_STEP, max(cfg.batch_size, 256))
+            val_terms = mean_loss(self.model, self.data.val, max(cfg.batch_size, 256))
             self.epoch += 1
             seconds = time.perf_counter() - t0
             record = {"epoch": self.epoch, "step": self.step, "seconds": round(seconds, 4),
                       "train_seconds": round(train_seconds, 4)}
             record.update({f"train_{k}": v for k, v in train_terms.items()})
             record.update({f"val_{k}": v for k, v in val_terms.items()})
-            if not math.isfinite(val_terms["loss"]):
+            watched = self.selection or "loss"
+            if watched in val_terms and not math.isfinite(val_terms[watched]):
                 raise TrainingDiverged(
-                    f"The validation loss became {val_terms['loss']} after epoch {self.epoch}; training stopped and the "
-                    f"last good checkpoint is kept in {self.run.checkpoints / 'last.pt'}; lower train.lr."
+                    f"The validation {watched} became {val_terms[watched]} after epoch {self.epoch}; training stopped and "
+                    f"the last good checkpoint is kept in {self.run.checkpoints / 'last.pt'}; lower train.lr."
                 )
-            stage = self.model.objective_stage
-            if stage != self.best_stage:
-                # The objective changed (e.g. DEC clustering began after pretraining): losses
-                # before and after are not comparable, so the best checkpoint starts afresh.
-                self.best_val, self.bad_epochs, self.best_stage = math.inf, 0, stage
-            if val_terms["loss"] < self.best_val:
-                self.best_val, self.bad_epochs = val_terms["loss"], 0
-                improved = True
-            else:
-                self.bad_epochs += 1
-                improved = False
+            improved = self._select(val_terms)
             # A reason the model gave (e.g. DEC assignments converged) is kept as it is.
             if not self.stopped and cfg.max_steps and self.step >= cfg.max_steps:
                 self.stopped = f"reached train.max_steps = {cfg.max_steps}"
-            elif not self.stopped and cfg.patience and self.bad_epochs >= cfg.patience:
-                self.stopped = f"early stopping: no validation improvement in {cfg.patience} epochs"
+            elif not self.stopped and self.selection and cfg.patience and self.bad_epochs >= cfg.patience:
+                self.stopped = f"early stopping: no improvement of validation {self.selection} in {cfg.patience} epochs"
             with open(self.run.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if improved:
                 self.save("best")
             self.save("last")
-            self._log(
-                f"epoch {self.epoch}/{cfg.epochs}  step {self.step}  loss {train_terms['loss']:.4f}  "
-                f"val_loss {val_terms['loss']:.4f}  ({seconds:.1f}s){'  *' if improved else ''}"
-            )
+            shown = "  ".join(f"{k} {train_terms[k]:.4f}" for k in list(train_terms)[:3])
+            val = f"  val_{watched} {val_terms[watched]:.4f}" if watched in val_terms else ""
+            self._log(f"epoch {self.epoch}/{cfg.epochs}  step {self.step}  {shown}{val}  ({seconds:.1f}s)"
+                      f"{'  *' if improved else ''}")
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, record)
         if self.stopped:
             self._log(f"stopped: {self.stopped}")
 
@@ -241,17 +282,33 @@ def _setup(cfg: TrainConfig) -> torch.device:
     return resolve_device(cfg.device)
 
 
+def _build(config: ExperimentConfig, data: Dataset, device: torch.device) -> AbstractModel:
+    from lvmkit.models import build_model
+
+    torch.manual_seed(config.train.seed)
+    return build_model(config.model, data.shape).to(device)
+
+
 def train(config: ExperimentConfig, out: str | Path | None = None, *, progress: bool = True,
-          report: bool = False) -> Run:
-    """Train a model described by ``config`` in a new run directory and return the run."""
+          report: bool = False, callbacks: Iterable[Callback] = ()) -> Run:
+    """Train a model described by ``config`` in a new run directory and return the run.
+
+    Args:
+        config: the experiment (see :func:`lvmkit.load_config`).
+        out: the run directory (default: runs/KIND-DATA-TIME).
+        progress: print a line per epoch (and a bar on a terminal).
+        report: write report.html at the end.
+        callbacks: objects with ``on_epoch_end(trainer, record)``.
+    """
     device = _setup(config.train)
     data = load_data(config.data, config.train.seed)
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, data.shape).to(device)
+    model = _build(config, data, device)
     _check_compatible(model, data)
     run = Run.create(config, out)
     run._data = data
-    Trainer(run, data.to(device), model, config.train, device, progress).fit()
+    trainer = Trainer(run, data.to(device), model, config.train, device, progress, callbacks)
+    run.write_json("optimizers.json", trainer.opt.settings)
+    trainer.fit()
     if report:
         from lvmkit.report import write_report
 
@@ -259,15 +316,14 @@ def train(config: ExperimentConfig, out: str | Path | None = None, *, progress: 
     return run
 
 
-def resume(path: str | Path, *, progress: bool = True, report: bool = False) -> Run:
+def resume(path: str | Path, *, progress: bool = True, report: bool = False, callbacks: Iterable[Callback] = ()) -> Run:
     """Continue a run from its last checkpoint; the result matches an uninterrupted run."""
     run = Run.open(path)
     cfg = run.config
     device = _setup(cfg.train)
     data = run.data()
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, data.shape).to(device)
-    trainer = Trainer(run, data.to(device), model, cfg.train, device, progress)
+    model = _build(cfg, data, device)
+    trainer = Trainer(run, data.to(device), model, cfg.train, device, progress, callbacks)
     trainer.restore(run.checkpoints / "last.pt")
     trainer._log(f"resuming {run.path} at epoch {trainer.epoch}, step {trainer.step}")
     trainer.fit()

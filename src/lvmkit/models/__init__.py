@@ -1,1 +1,16 @@
-"""lvmkit.models."""
+"""Model families and the parts they share. Importing this package registers every family
+(:data:`lvmkit.core.contract.FAMILIES`) and kind (:data:`lvmkit.models.kinds.MODEL_KINDS`)."""
+from __future__ import annotations
+
+from lvmkit.core.contract import FAMILIES, AbstractModel
+from lvmkit.models import autoencoder  # noqa: F401  ae, dae, vae, beta-vae, infovae, dec
+from lvmkit.models import timeseries  # noqa: F401  latent-ode, rnn, neural-ode
+from lvmkit.models import gan  # noqa: F401  gan
+
+
+def build_model(cfg, input_shape: tuple[int, ...]) -> AbstractModel:
+    """Build the model a (validated) model config describes; its family decides the builder."""
+    return FAMILIES.get(cfg.family).build(cfg, tuple(input_shape))
+
+
+__all__ = ["build_model"]

@@ -1,5 +1,6 @@
-"""The latent-variable model, composed of parts: encoder, decoder, likelihood, regularizer,
-input corruption. AE, DAE, VAE, beta-VAE and InfoVAE are configurations of this one class."""
+"""The autoencoder family, composed of parts: encoder, decoder, likelihood, regularizer, input
+corruption. AE, DAE, VAE, beta-VAE, InfoVAE and DEC are configurations (presets) of this one
+class; its typed config and presets live here too."""
 from __future__ import annotations
 
 import math
@@ -8,8 +9,14 @@ import time
 import torch
 from torch import Tensor, nn
 
-from lvmkit.core.contract import FAMILIES, AbstractModel, LossOutput
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from lvmkit.core.contract import (FAMILIES, AbstractModel, DensityModel, Encoder, Family, Generator, LossOutput,
+                                  Reconstructor)
 from lvmkit.core.config import ModelConfig
+from lvmkit.models.kinds import MODEL_KINDS
 from lvmkit.models.corruption import CORRUPTIONS
 from lvmkit.models.distributions import kl_std_normal, log_normal, log_std_normal, reparameterize
 from lvmkit.core.errors import ConfigError
@@ -19,7 +26,61 @@ from lvmkit.models.regularizers import REGULARIZERS, Regularizer
 from lvmkit.models import dec as _dec  # noqa: F401  (registers the "dec" regularizer)
 
 
-class LatentVariableModel(AbstractModel):
+class AutoencoderConfig(ModelConfig):
+    """``[model]`` of the autoencoder family: networks, latent regularizer, corruption,
+    likelihood, and DEC's clustering keys. ``None`` fields come from the kind's preset."""
+
+    kind: str = "vae"
+    latent_dim: int = Field(2, gt=0)
+    network: str = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [400])
+    channels: list[int] = Field(default_factory=lambda: [32, 64])
+    activation: Literal["relu", "tanh", "elu", "gelu"] = "relu"
+    likelihood: str = "bernoulli"
+    sigma: float = Field(0.1, gt=0.0)
+    learn_sigma: bool = False
+    regularizer: Optional[str] = None
+    stochastic: Optional[bool] = None
+    beta: Optional[float] = Field(None, ge=0.0)
+    warmup_steps: int = Field(0, ge=0)
+    mmd_weight: Optional[float] = Field(None, ge=0.0)
+    mmd_kernel: Literal["imq", "rbf"] = "imq"
+    mmd_scale: float = Field(1.0, gt=0.0)
+    corruption: Optional[str] = None
+    noise: Optional[float] = Field(None, ge=0.0, le=1.0)
+    clusters: int = Field(10, ge=2)
+    gamma: float = Field(0.1, ge=0.0)
+    pretrain_steps: int = Field(1000, ge=0)
+    dec_interval: int = Field(140, gt=0)
+    dec_tol: float = Field(0.001, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "AutoencoderConfig":
+        if any(h <= 0 for h in self.hidden) or any(c <= 0 for c in self.channels):
+            raise ValueError("hidden and channels must hold positive sizes")
+        if self.regularizer == "kl" and not self.stochastic:
+            raise ValueError(
+                "regularizer 'kl' needs a stochastic encoder; set model.stochastic = true "
+                "or choose model.regularizer = 'none'"
+            )
+        return self
+
+
+_NONE = {"corruption": "none", "noise": 0.0}
+MODEL_KINDS.register("ae")({"family": "autoencoder", "regularizer": "none", "stochastic": False, **_NONE})
+MODEL_KINDS.register("dae")({"family": "autoencoder", "regularizer": "none", "stochastic": False, "corruption": "gaussian",
+                             "noise": 0.3})
+MODEL_KINDS.register("vae")({"family": "autoencoder", "regularizer": "kl", "stochastic": True, "beta": 1.0, **_NONE})
+MODEL_KINDS.register("beta-vae")({"family": "autoencoder", "regularizer": "kl", "stochastic": True, "beta": 4.0, **_NONE})
+# InfoVAE / MMD-VAE (Zhao et al. 2017): reconstruction + lambda * MMD(q(z), p(z)).
+MODEL_KINDS.register("infovae")({"family": "autoencoder", "regularizer": "mmd", "stochastic": True, "mmd_weight": 10.0,
+                                 **_NONE})
+# DEC / DCEC (Xie et al. 2016; Guo et al. 2017): an autoencoder pretrained on reconstruction,
+# then trained with a clustering KL term; with model.network = "conv" this is DCEC.
+MODEL_KINDS.register("dec")({"family": "autoencoder", "regularizer": "dec", "stochastic": False, **_NONE})
+
+
+class Autoencoder(AbstractModel, Encoder, Reconstructor, Generator, DensityModel):
     """Encoder q(z|x) (Gaussian, or deterministic), decoder p(x|z), prior N(0, I).
 
     The training loss is ``-E_q log p(x|z) + regularizer``; with the KL regularizer at weight
@@ -61,9 +122,13 @@ class LatentVariableModel(AbstractModel):
         """Likelihood parameters (batch, *input_shape) for codes z (batch, latent)."""
         return self.decoder(z)
 
+    @property
+    def data_support(self) -> tuple[float, float] | None:
+        return getattr(self.likelihood, "support", None)
+
     # -- training ----------------------------------------------------------------------------
-    def loss(self, x: Tensor, step: int = 0) -> LossOutput:
-        """The training objective on a batch (the one contract the training loop relies on)."""
+    def forward(self, x: Tensor, step: int | None = None) -> LossOutput:
+        """Reconstruction term + regularizer (input corruption in training mode only)."""
         x_in = self.corruption(x) if self.training else x
         mean, logvar = self.encode(x_in)
         z = reparameterize(mean, logvar) if logvar is not None else mean
@@ -96,8 +161,8 @@ class LatentVariableModel(AbstractModel):
         return self.likelihood.mean(self.decode(self.embed(x)))
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Means of p(x|z) for n codes z ~ N(0, I): (n, *input_shape)."""
+    def sample(self, n: int, *, steps: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Means of p(x|z) for n codes z ~ N(0, I): (n, *input_shape); ``steps`` is not used."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.latent_dim, generator=generator, device=device)
         return self.likelihood.mean(self.decode(z))
@@ -179,17 +244,11 @@ class LatentVariableModel(AbstractModel):
         return out
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, ...]) -> AbstractModel:
-    """Build the model a config describes (its kind's family decides which builder)."""
-    return FAMILIES.get(cfg.family)(cfg, tuple(input_shape))
-
-
-@FAMILIES.register("autoencoder")
-def build_autoencoder(cfg: ModelConfig, input_shape: tuple[int, ...]) -> LatentVariableModel:
+def build_autoencoder(cfg: AutoencoderConfig, input_shape: tuple[int, ...]) -> Autoencoder:
     """Compose an autoencoder-family model from its config: the one place names become parts."""
     out = 2 * cfg.latent_dim if cfg.stochastic else cfg.latent_dim
     encoder, decoder = NETWORKS.get(cfg.network)(cfg, tuple(input_shape), out)
-    model = LatentVariableModel(
+    model = Autoencoder(
         encoder=encoder,
         decoder=decoder,
         likelihood=LIKELIHOODS.get(cfg.likelihood).from_config(cfg),
@@ -203,4 +262,13 @@ def build_autoencoder(cfg: ModelConfig, input_shape: tuple[int, ...]) -> LatentV
     return model
 
 
-__all__ = ["LatentVariableModel", "LossOutput", "build_autoencoder", "build_model"]
+_TINY = {"latent_dim": 3, "hidden": [16], "channels": [4, 8], "clusters": 3, "pretrain_steps": 2}
+FAMILIES.register("autoencoder")(Family(
+    config=AutoencoderConfig, build=build_autoencoder, model_class=Autoencoder,
+    examples=tuple({"model": {"kind": kind, "network": net, **_TINY}, "input_shape": (1, 8, 8)}
+                   for kind in ("ae", "dae", "vae", "beta-vae", "infovae", "dec") for net in ("mlp", "conv"))
+    + ({"model": {"kind": "vae", "likelihood": "gaussian", "learn_sigma": True, **_TINY}, "input_shape": (1, 8, 8)},
+       {"model": {"kind": "vae", **_TINY}, "input_shape": (6,)}),
+))
+
+__all__ = ["Autoencoder", "AutoencoderConfig", "build_autoencoder"]

@@ -19,6 +19,7 @@ import torch
 
 from lvmkit.report import figures
 from lvmkit.data import batches
+from lvmkit.core.contract import Encoder, Generator, Reconstructor
 from lvmkit.core.run import Run
 
 SECTIONS: list[Callable[["_Context"], str | None]] = []
@@ -35,10 +36,10 @@ class _Context:
         self.data = run.data()
         self.test = self.data.test.to(device)
         self.figures: list[Path] = []
-        from lvmkit.models.autoencoder import LatentVariableModel
 
-        # Image/tabular sections apply to autoencoders; other families add their own sections.
-        self.is_autoencoder = isinstance(self.model, LatentVariableModel)
+    def has(self, capability: type) -> bool:
+        """Sections ask for a capability of the model, never for a family."""
+        return isinstance(self.model, capability)
 
     def codes(self) -> np.ndarray:
         if not hasattr(self, "_codes"):
@@ -81,10 +82,16 @@ def _summary(ctx: _Context) -> str:
     rows: dict = {}
     if ctx.metrics:
         last = ctx.metrics[-1]
-        best = min(ctx.metrics, key=lambda m: m["val_loss"])
-        rows.update({"epochs trained": last["epoch"], "steps": last["step"], "final train loss": last["train_loss"],
-                     "best val loss": best["val_loss"], "best epoch": best["epoch"],
-                     "training time (s)": sum(m["seconds"] for m in ctx.metrics)})
+        rows.update({"epochs trained": last["epoch"], "steps": last["step"], "final train loss": last.get("train_loss")})
+        metric = ctx.model.selection_metric
+        if metric and all(f"val_{metric}" in m for m in ctx.metrics):
+            best = min(ctx.metrics, key=lambda m: m[f"val_{metric}"])
+            rows.update({f"best val {metric}": best[f"val_{metric}"], "best epoch": best["epoch"]})
+        else:
+            rows["checkpoint"] = "the last epoch's (this family selects none on validation)"
+        rows["training time (s)"] = sum(m["seconds"] for m in ctx.metrics)
+        if ctx.run.read_json("optimizers.json"):
+            rows["optimizers"] = ctx.run.read_json("optimizers.json")
     ev = ctx.run.read_json("eval.json")
     body = _table(rows, "training")
     if ev:
@@ -101,7 +108,7 @@ def _curves(ctx: _Context) -> str | None:
 
 
 def _recon(ctx: _Context) -> str | None:
-    if not ctx.is_autoencoder:
+    if not ctx.has(Reconstructor):
         return None
     x = ctx.test.x[:16]
     r = ctx.model.reconstruct(x)
@@ -110,17 +117,26 @@ def _recon(ctx: _Context) -> str | None:
 
 
 def _samples(ctx: _Context) -> str | None:
-    if not ctx.is_autoencoder:
+    if not ctx.has(Generator):
         return None
     g = torch.Generator(device=ctx.test.x.device).manual_seed(ctx.run.config.train.seed)
     s = ctx.model.sample(64, generator=g).cpu().numpy()
     fig = figures.samples(s, None if ctx.data.is_image else ctx.test.x.cpu().numpy())
-    note = "" if ctx.model.stochastic else " (this autoencoder has no trained prior: samples show what N(0, I) codes decode to)"
-    return _section("Samples from the prior", ctx.figure("samples", fig, "means of p(x|z), z ~ N(0, I)" + note))
+    note = " (EMA weights)" if ctx.run.config.train.ema_decay > 0 else ""
+    if getattr(ctx.model, "stochastic", True) is False:
+        note += " (this autoencoder has no trained prior: samples show what N(0, I) codes decode to)"
+    body = ctx.figure("samples", fig, f"64 samples of the {ctx.run.config.model.kind} model{note}")
+    grids = sorted((ctx.run.path / "samples").glob("epoch_*.npy")) if (ctx.run.path / "samples").is_dir() else []
+    if grids:
+        keep = grids if len(grids) <= 12 else [grids[i] for i in np.linspace(0, len(grids) - 1, 12).round().astype(int)]
+        rows = [(int(p.stem.split("_")[1]), np.load(p)) for p in keep]
+        body += ctx.figure("epoch_samples", figures.epoch_samples(rows),
+                           "samples from the same fixed noise as training went on (raw weights, one row per epoch)")
+    return _section("Samples", body)
 
 
 def _latent(ctx: _Context) -> str | None:
-    if not ctx.is_autoencoder:
+    if not ctx.has(Encoder):
         return None
     codes = ctx.codes()
     labels = None if ctx.test.y is None else ctx.test.y.cpu().numpy()
@@ -142,7 +158,7 @@ def _latent(ctx: _Context) -> str | None:
         how = f"PCA of the {d}-D posterior means ({100 * pca.explained_variance_ratio_.sum():.0f}% of variance)"
     fig = figures.latent_scatter(codes2, labels, how, ctx.data.class_names)
     body = ctx.figure("latent_scatter", fig, "test-set posterior means, " + how)
-    if d == 2 and ctx.data.is_image:
+    if d == 2 and ctx.data.is_image and ctx.has(Generator) and hasattr(ctx.model, "decode"):
         from scipy.stats import norm
 
         n = 15
@@ -157,7 +173,7 @@ def _latent(ctx: _Context) -> str | None:
 
 def _events(ctx: _Context) -> str | None:
     """Event displays (AT-TPC sets): a few test events of each class above their reconstructions."""
-    if not ctx.is_autoencoder or ctx.data.info.get("display") != "events" or ctx.test.y is None:
+    if not ctx.has(Reconstructor) or ctx.data.info.get("display") != "events" or ctx.test.y is None:
         return None
     y = ctx.test.y.cpu().numpy()
     rows = []
@@ -241,7 +257,8 @@ def write_report(run: Run | str | Path, *, embedding: str = "pca", device: str =
     ctx = _Context(run, device, embedding)
     parts = [s for s in (section(ctx) for section in SECTIONS) if s]
     cfg = run.config
-    title = f"lvmkit run {run.path.name}: {cfg.model.kind} ({cfg.model.network}, latent {cfg.model.latent_dim}) on {cfg.data.name}"
+    parts_desc = ", ".join(f"{k} {getattr(cfg.model, k)}" for k in ("network", "latent_dim") if hasattr(cfg.model, k))
+    title = f"lvmkit run {run.path.name}: {cfg.model.kind}{f' ({parts_desc})' if parts_desc else ''} on {cfg.data.name}"
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head>"
             f"<body><h1>{html.escape(title)}</h1><p>Written {time.strftime('%Y-%m-%d %H:%M:%S')} from {html.escape(str(run.path))}.</p>"
             + "".join(parts) + "</body></html>")

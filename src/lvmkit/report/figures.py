@@ -82,6 +82,16 @@ def samples(x: np.ndarray, data: np.ndarray | None = None) -> Figure:
     return fig
 
 
+def epoch_samples(grids: list[tuple[int, np.ndarray]], per_row: int = 16) -> Figure:
+    """One row of samples (N, C, H, W) from the same fixed noise per recorded epoch."""
+    fig, axes = plt.subplots(len(grids), 1, figsize=(min(per_row, 16) * 0.6, 0.75 * len(grids) + 0.3), squeeze=False)
+    for ax, (epoch, x) in zip(axes[:, 0], grids):
+        _show(ax, image_grid(x[:per_row], per_row))
+        ax.set_title(f"epoch {epoch}", fontsize=8, loc="left")
+    fig.tight_layout()
+    return fig
+
+
 def save_grid_png(images: np.ndarray, path, ncols: int | None = None) -> None:
     """Write (N, C, H, W) images as one PNG grid."""
     ncols = ncols or int(np.ceil(np.sqrt(len(images))))

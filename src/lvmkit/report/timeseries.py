@@ -15,12 +15,9 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from lvmkit import report as _report  # noqa: E402
 from lvmkit.analysis.forecast import predict_bands, with_queries  # noqa: E402
-from lvmkit.models.timeseries.latent_ode import LatentODE  # noqa: E402
-from lvmkit.models.timeseries.neural_ode import NeuralODERegression  # noqa: E402
+from lvmkit.core.contract import Encoder, Forecaster  # noqa: E402
 from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels  # noqa: E402
-from lvmkit.models.timeseries.rnn import GRUForecaster  # noqa: E402
 
-_FAMILIES = (LatentODE, GRUForecaster, NeuralODERegression)
 _SHOWN = 6
 
 
@@ -65,7 +62,7 @@ def _dense(x: torch.Tensor, points: int = 200) -> torch.Tensor:
 
 
 def _trajectories(ctx) -> str | None:
-    if not isinstance(ctx.model, _FAMILIES) or len(ctx.test) == 0:
+    if not isinstance(ctx.model, Forecaster) or len(ctx.test) == 0:
         return None
     x = _dense(ctx.test.x[:_SHOWN])
     with torch.no_grad():
@@ -73,13 +70,15 @@ def _trajectories(ctx) -> str | None:
     info = ctx.data.info
     names = info.get("features") or [f"x{j}" for j in range(mean.shape[-1])]
     fig = forecast_figure(x.cpu().numpy(), mean, lo, hi, names, None, info.get("time_offset", 0.0), info.get("time_scale", 1.0))
-    band = "5-95% band of 50 posterior trajectories" if isinstance(ctx.model, LatentODE) else "deterministic model: no band"
+    band = "5-95% band of 50 posterior trajectories" if isinstance(ctx.model, Encoder) else "deterministic model: no band"
     caption = f"test series: observations (dots), held-out values (crosses), predicted mean (line), {band}; dotted: last observation"
     return _report._section("Trajectories", ctx.figure("trajectories", fig, caption))
 
 
 def _latent_paths(ctx) -> str | None:
-    if not isinstance(ctx.model, LatentODE) or len(ctx.test) == 0:
+    # A forecaster with codes (the latent ODE) shows its latent paths.
+    if not (isinstance(ctx.model, Forecaster) and isinstance(ctx.model, Encoder) and hasattr(ctx.model, "latent_path")) \
+            or len(ctx.test) == 0:
         return None
     x = ctx.test.x[:100]
     t, _, _ = channels(x)
@@ -107,7 +106,7 @@ def _latent_paths(ctx) -> str | None:
 
 
 def _nfe(ctx) -> str | None:
-    if not isinstance(ctx.model, _FAMILIES) or not any("train_nfe" in m for m in ctx.metrics):
+    if not isinstance(ctx.model, Forecaster) or not any("train_nfe" in m for m in ctx.metrics):
         return None
     epochs = [m["epoch"] for m in ctx.metrics]
     fig, ax = plt.subplots(figsize=(5.2, 3.4))

@@ -33,6 +33,7 @@ Results never depend on which series share a batch: every series is solved on it
 grid with its own step sizes (:class:`lvmkit.ode.ODESolver`), and every loss term is
 computed per series before the batch mean.
 """
+from lvmkit.models.timeseries.config import LatentODEConfig, NeuralODEConfig, RNNConfig
 from lvmkit.models.timeseries.packing import ABSENT, HELD_OUT, OBSERVED, channels, compact, pack, series_shape, unpack
 from lvmkit.models.timeseries.parts import RECOGNITIONS, VECTOR_FIELDS, GRURecognition, HeldOutErrors, LinearField, MLPField, ODERNNRecognition, SumField
 from lvmkit.models.timeseries.latent_ode import LatentODE, build_latent_ode

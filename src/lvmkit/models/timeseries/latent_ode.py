@@ -14,17 +14,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lvmkit.core.contract import FAMILIES, AbstractModel, LossOutput
+from lvmkit.core.contract import FAMILIES, AbstractModel, Encoder, Family, Forecaster, LossOutput
+from lvmkit.models.timeseries.config import TINY_SERIES, LatentODEConfig
 from lvmkit.models.distributions import kl_std_normal, reparameterize
 from lvmkit.models.likelihoods import Likelihood
 from lvmkit.models.ode import ODESolver
 from lvmkit.models.regularizers import KLRegularizer
 from lvmkit.models.timeseries.packing import channels, series_shape
-from lvmkit.models.timeseries.parts import (RECOGNITIONS, VECTOR_FIELDS, check_family, gaussian_likelihood, held_out_scores, masked_log_lik, mlp,
-                    no_fixed_shape_samples, observed_rows)
+from lvmkit.models.timeseries.parts import (RECOGNITIONS, VECTOR_FIELDS, gaussian_likelihood, held_out_scores, masked_log_lik, mlp,
+                    observed_rows)
 
 
-class LatentODE(AbstractModel):
+class LatentODE(AbstractModel, Encoder, Forecaster):
     """Recognition network -> q(z0), latent vector field, decoder, Gaussian likelihood.
 
     Args:
@@ -87,7 +88,7 @@ class LatentODE(AbstractModel):
         return self.decoder(z).view(s, *t.shape, -1)
 
     # -- training ----------------------------------------------------------------------------
-    def series_loss(self, x: Tensor, step: int = 0, eps: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def series_loss(self, x: Tensor, step: int | None = None, eps: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Per-series loss (B,) and per-series terms; ``eps`` (B, latent) fixes the
         reparameterisation noise (default: fresh N(0, I) draws)."""
         origin, t, v, m, valid = observed_rows(x)
@@ -101,7 +102,7 @@ class LatentODE(AbstractModel):
         sq = ((mu - v) ** 2 * m).flatten(1).sum(1)
         return -log_px + weight * kl, {"recon": -log_px, "kl": kl, "sq_error": sq, "n_obs": m.flatten(1).sum(1)}
 
-    def loss(self, x: Tensor, step: int = 0) -> LossOutput:
+    def forward(self, x: Tensor, step: int | None = None) -> LossOutput:
         before = self.solver.reset_counts()
         per_series, parts = self.series_loss(x, step)
         loss = per_series.mean()
@@ -116,10 +117,6 @@ class LatentODE(AbstractModel):
             terms["sigma"] = self.likelihood.log_sigma.detach().exp()
         return LossOutput(loss, terms)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Not defined for series: raises :class:`~lvmkit.ConfigError` pointing to ``lvmkit forecast``."""
-        no_fixed_shape_samples("latent-ode")
-
     @torch.no_grad()
     def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:
         """MSE/RMSE of the posterior-mean trajectory at held-out entries, inside the observed
@@ -127,12 +124,10 @@ class LatentODE(AbstractModel):
         return held_out_scores(self, split)
 
 
-@FAMILIES.register("latent-ode")
-def build_latent_ode(cfg, input_shape: tuple[int, ...]) -> LatentODE:
+def build_latent_ode(cfg: LatentODEConfig, input_shape: tuple[int, ...]) -> LatentODE:
     """Compose a latent ODE from its config (``kind = "latent-ode"``)."""
     _, c = series_shape(input_shape)
     d = (c - 1) // 2
-    check_family(cfg, "latent-ode", regularizer="kl", stochastic=True)
     likelihood = gaussian_likelihood(cfg, "latent-ode")
     solver = ODESolver.from_config(cfg)
     return LatentODE(
@@ -147,5 +142,14 @@ def build_latent_ode(cfg, input_shape: tuple[int, ...]) -> LatentODE:
         input_shape=tuple(input_shape),
     )
 
+
+_TINY = {"latent_dim": 4, "rnn_hidden": 8, "ode_hidden": [8], "hidden": [8], "activation": "tanh"}
+FAMILIES.register("latent-ode")(Family(
+    config=LatentODEConfig, build=build_latent_ode, model_class=LatentODE,
+    examples=({"model": {"kind": "latent-ode", **_TINY}, "data": TINY_SERIES},
+              {"model": {"kind": "latent-ode", "recognition": "ode-rnn", "ode_solver": "rk4", "ode_step": 0.1, **_TINY},
+               "data": TINY_SERIES},
+              {"model": {"kind": "latent-ode", "ode_adjoint": True, "learn_sigma": True, **_TINY}, "data": TINY_SERIES}),
+))
 
 __all__ = ["LatentODE", "build_latent_ode"]

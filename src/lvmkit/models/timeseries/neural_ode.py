@@ -11,16 +11,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lvmkit.core.contract import FAMILIES, AbstractModel, LossOutput
+from lvmkit.core.contract import FAMILIES, AbstractModel, Family, Forecaster, LossOutput
+from lvmkit.models.timeseries.config import TINY_SERIES, NeuralODEConfig
 from lvmkit.core.errors import DataError
 from lvmkit.models.likelihoods import Likelihood
 from lvmkit.models.ode import ODESolver
 from lvmkit.models.timeseries.packing import channels, series_shape
-from lvmkit.models.timeseries.parts import (VECTOR_FIELDS, check_family, gaussian_likelihood, held_out_scores, masked_log_lik,
-                    no_fixed_shape_samples, observed_rows)
+from lvmkit.models.timeseries.parts import (VECTOR_FIELDS, gaussian_likelihood, held_out_scores, masked_log_lik,
+                    observed_rows)
 
 
-class NeuralODERegression(AbstractModel):
+class NeuralODERegression(AbstractModel, Forecaster):
     """A vector field in data space, integrated from each series' first observation.
 
     Args:
@@ -55,7 +56,7 @@ class NeuralODERegression(AbstractModel):
             ys = torch.where(before[..., None], back, ys)
         return ys
 
-    def series_loss(self, x: Tensor, step: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
+    def series_loss(self, x: Tensor, step: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Per-series negative log-likelihood (B,) and its terms."""
         _, t, v, m, valid = observed_rows(x)
         t0, y0 = self._start(t, v, m)
@@ -63,7 +64,7 @@ class NeuralODERegression(AbstractModel):
         sq = ((mu - v) ** 2 * m).flatten(1).sum(1)
         return -masked_log_lik(self.likelihood, mu, v, m), {"sq_error": sq, "n_obs": m.flatten(1).sum(1)}
 
-    def loss(self, x: Tensor, step: int = 0) -> LossOutput:
+    def forward(self, x: Tensor, step: int | None = None) -> LossOutput:
         before = self.solver.reset_counts()
         nll, parts = self.series_loss(x, step)
         loss = nll.mean()
@@ -82,10 +83,6 @@ class NeuralODERegression(AbstractModel):
         t0, y0 = self._start(to, vo, mo)
         return self.trajectory(y0, t0, t)[None]
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Not defined for series: raises :class:`~lvmkit.ConfigError` pointing to ``lvmkit forecast``."""
-        no_fixed_shape_samples("neural-ode")
-
     @torch.no_grad()
     def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:
         """MSE/RMSE at held-out entries, interpolation and extrapolation; ``k`` is not used."""
@@ -96,12 +93,10 @@ class NeuralODERegression(AbstractModel):
         return out
 
 
-@FAMILIES.register("neural-ode")
-def build_neural_ode(cfg, input_shape: tuple[int, ...]) -> NeuralODERegression:
+def build_neural_ode(cfg: NeuralODEConfig, input_shape: tuple[int, ...]) -> NeuralODERegression:
     """Compose neural ODE regression from its config (``kind = "neural-ode"``)."""
     _, c = series_shape(input_shape)
     d = (c - 1) // 2
-    check_family(cfg, "neural-ode", regularizer="none", stochastic=False)
     return NeuralODERegression(
         field=VECTOR_FIELDS.get(cfg.vector_field)(d, cfg),
         likelihood=gaussian_likelihood(cfg, "neural-ode"),
@@ -109,5 +104,11 @@ def build_neural_ode(cfg, input_shape: tuple[int, ...]) -> NeuralODERegression:
         input_shape=tuple(input_shape),
     )
 
+
+FAMILIES.register("neural-ode")(Family(
+    config=NeuralODEConfig, build=build_neural_ode, model_class=NeuralODERegression,
+    examples=({"model": {"kind": "neural-ode", "ode_hidden": [8], "activation": "tanh"}, "data": TINY_SERIES},
+              {"model": {"kind": "neural-ode", "vector_field": "linear"}, "data": TINY_SERIES}),
+))
 
 __all__ = ["NeuralODERegression", "build_neural_ode"]

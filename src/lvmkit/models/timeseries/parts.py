@@ -180,23 +180,6 @@ def observed_rows(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     return t[:, 0], tc, vc, mc, valid
 
 
-def no_fixed_shape_samples(family: str):
-    """What ``lvmkit sample`` gets from a time-series model: an error pointing to forecast."""
-    raise ConfigError(f"A {family} model predicts trajectories at times you choose, not examples of a fixed shape; "
-                      "use 'lvmkit forecast RUN --input FILE --until T' instead of 'lvmkit sample'.")
-
-
-def check_family(cfg, family: str, *, regularizer: str, stochastic: bool) -> None:
-    """Settings of the autoencoder family that a time-series family cannot honour are errors."""
-    if cfg.regularizer != regularizer:
-        raise ConfigError(f"The {family} family needs model.regularizer = {regularizer!r} (got {cfg.regularizer!r}); "
-                          f"remove the setting or choose kind = {family!r}.")
-    if bool(cfg.stochastic) != stochastic:
-        raise ConfigError(f"The {family} family needs model.stochastic = {str(stochastic).lower()}; remove the setting.")
-    if cfg.corruption != "none":
-        raise ConfigError(f"The {family} family has no input corruption; set model.corruption = 'none'.")
-
-
 # -- metrics -----------------------------------------------------------------------------------
 class HeldOutErrors:
     """Squared errors at held-out entries, split at each series' last observed time:
@@ -238,4 +221,4 @@ def held_out_scores(model, split, batch_size: int = 256) -> dict:
 
 
 __all__ = ["GRURecognition", "HeldOutErrors", "held_out_scores", "LinearField", "MLPField", "ODERNNRecognition", "RECOGNITIONS", "SumField",
-           "VECTOR_FIELDS", "check_family", "no_fixed_shape_samples", "gaussian_likelihood", "masked_log_lik", "mlp", "observed_rows", "time_gaps"]
+           "VECTOR_FIELDS", "gaussian_likelihood", "masked_log_lik", "mlp", "observed_rows", "time_gaps"]

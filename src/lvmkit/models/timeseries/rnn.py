@@ -13,14 +13,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lvmkit.core.contract import FAMILIES, AbstractModel, LossOutput
+from lvmkit.core.contract import FAMILIES, AbstractModel, Family, Forecaster, LossOutput
+from lvmkit.models.timeseries.config import TINY_SERIES, RNNConfig
 from lvmkit.models.likelihoods import Likelihood
 from lvmkit.models.timeseries.packing import OBSERVED, channels, series_shape
-from lvmkit.models.timeseries.parts import (check_family, gaussian_likelihood, held_out_scores, masked_log_lik, mlp, no_fixed_shape_samples,
+from lvmkit.models.timeseries.parts import (gaussian_likelihood, held_out_scores, masked_log_lik, mlp, 
                     observed_rows, time_gaps)
 
 
-class GRUForecaster(AbstractModel):
+class GRUForecaster(AbstractModel, Forecaster):
     """GRU over (values, mask, gap) and an MLP head on (state, gap to the predicted time).
 
     Args:
@@ -37,7 +38,7 @@ class GRUForecaster(AbstractModel):
         self.likelihood = likelihood
         self.input_shape = tuple(input_shape)
 
-    def series_loss(self, x: Tensor, step: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
+    def series_loss(self, x: Tensor, step: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Per-series negative log-likelihood of observations 2..n (B,) and its terms."""
         origin, t, v, m, valid = observed_rows(x)
         gap = time_gaps(origin, t)[..., None]
@@ -50,7 +51,7 @@ class GRUForecaster(AbstractModel):
         sq = ((mu - v) ** 2 * target).flatten(1).sum(1)
         return nll, {"sq_error": sq, "n_obs": target.flatten(1).sum(1)}
 
-    def loss(self, x: Tensor, step: int = 0) -> LossOutput:
+    def forward(self, x: Tensor, step: int | None = None) -> LossOutput:
         nll, parts = self.series_loss(x, step)
         loss = nll.mean()
         terms = {"loss": loss.detach(), "recon": loss.detach(),
@@ -91,23 +92,17 @@ class GRUForecaster(AbstractModel):
         early = (rows < first_seen) & (first_seen < t.shape[1])
         return torch.where(early, first, out)[None]
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Not defined for series: raises :class:`~lvmkit.ConfigError` pointing to ``lvmkit forecast``."""
-        no_fixed_shape_samples("rnn")
-
     @torch.no_grad()
     def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:
         """MSE/RMSE at held-out entries, interpolation and extrapolation; ``k`` is not used."""
         return held_out_scores(self, split)
 
 
-@FAMILIES.register("rnn")
-def build_rnn(cfg, input_shape: tuple[int, ...]) -> GRUForecaster:
+def build_rnn(cfg: RNNConfig, input_shape: tuple[int, ...]) -> GRUForecaster:
     """Compose the GRU baseline from its config (``kind = "rnn"``): ``rnn_hidden`` units, a head
     with ``hidden`` layers."""
     _, c = series_shape(input_shape)
     d = (c - 1) // 2
-    check_family(cfg, "rnn", regularizer="none", stochastic=False)
     return GRUForecaster(
         gru=nn.GRU(2 * d + 1, cfg.rnn_hidden, batch_first=True),
         head=mlp([cfg.rnn_hidden + 1, *cfg.hidden, d], cfg.activation),
@@ -115,5 +110,10 @@ def build_rnn(cfg, input_shape: tuple[int, ...]) -> GRUForecaster:
         input_shape=tuple(input_shape),
     )
 
+
+FAMILIES.register("rnn")(Family(
+    config=RNNConfig, build=build_rnn, model_class=GRUForecaster,
+    examples=({"model": {"kind": "rnn", "rnn_hidden": 8, "hidden": [8], "activation": "tanh"}, "data": TINY_SERIES},),
+))
 
 __all__ = ["GRUForecaster", "build_rnn"]
