@@ -41,7 +41,7 @@ def field() -> nn.Module:
     """lvmkit's MLPField 4-20-20-4 (ELU) set to dy/dt ~ A y with A a slowly damped rotation of
     period 2 pi in two planes: large hidden biases keep the ELUs in their linear range near the
     solution, and small random weights on top make the field nonlinear."""
-    from lvmkit.timeseries import MLPField
+    from lvmkit.models.timeseries import MLPField
 
     g = torch.Generator().manual_seed(0)
     f = MLPField(DIM, [20, 20], "elu")

@@ -46,7 +46,7 @@ from torch import nn
 
 import lvmkit
 from lvmkit.data import load_data
-from lvmkit.timeseries import HELD_OUT, OBSERVED, channels
+from lvmkit.models.timeseries import HELD_OUT, OBSERVED, channels
 
 from _common import REPO, machine_info, write_json
 

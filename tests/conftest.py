@@ -16,6 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
 torch.use_deterministic_algorithms(True)
+# lvmkit quality caches its feature classifiers; tests never write the user's ~/.cache.
+if "LVMKIT_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["LVMKIT_CACHE"] = tempfile.mkdtemp(prefix="lvmkit-test-cache-")
 # The suite runs many tiny tensor operations: one thread avoids contention on small CI machines.
 torch.set_num_threads(1)
 

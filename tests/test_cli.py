@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lvmkit
+
 from lvmkit.cli import main
 
 from conftest import CONFIGS, run_cli
@@ -47,6 +49,34 @@ def test_train_evaluate_sample_report(capsys, tmp_path):
     assert "evaluation on the test split" in (run / "report.html").read_text()
 
 
+def test_gan_train_sample_quality_report(capsys, tmp_path):
+    run = tmp_path / "gan"
+    code, out, err = _cli(capsys, "train", str(CONFIGS / "gan_digits.toml"), "--out", str(run), "--quiet",
+                          "--set", "train.epochs=3", "--set", "model.generator.channels=[16,8]",
+                          "--set", "model.discriminator.channels=[8,16]", "--set", "train.optim.discriminator.lr=1e-3")
+    assert code == 0, err
+    assert json.loads((run / "optimizers.json").read_text())["discriminator"]["lr"] == 1e-3
+    assert json.loads((run / "optimizers.json").read_text())["generator"] == {
+        "optimizer": "adam", "lr": 2e-4, "betas": [0.5, 0.999], "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False}
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0001.npy", "epoch_0002.npy", "epoch_0003.npy"]
+    assert not (run / "checkpoints" / "best.pt").exists()  # a GAN selects nothing on validation: last is the model
+    code, _, err = _cli(capsys, "sample", str(run), "--n", "6", "--out", str(tmp_path / "g.npy"))
+    assert code == 0, err
+    s = np.load(tmp_path / "g.npy")
+    assert s.shape == (6, 1, 8, 8) and s.min() >= 0 and s.max() <= 1
+    code, out, err = _cli(capsys, "quality", str(run), "--n", "300")
+    assert code == 0, err
+    q = json.loads((run / "quality.json").read_text())
+    assert q["n_generated"] == 300 and q["frechet_distance"] > q["floor"]["frechet_distance"] >= 0
+    assert "floor, train vs test" in out
+    code, _, err = _cli(capsys, "report", str(run))
+    assert code == 0, err
+    html = (run / "report.html").read_text()
+    for heading in ("Samples", "Sample quality (quality.json)", "Loss curves"):
+        assert f"<h2>{heading}</h2>" in html
+    assert "samples from the same fixed noise" in html and "d_loss" in (run / "metrics.jsonl").read_text()
+
+
 def test_demo_prints_the_report_path(capsys, tmp_path):
     code, out, err = _cli(capsys, "demo", "--out", str(tmp_path / "demo"), "--k", "10", "--set", "train.max_steps=20")
     assert code == 0, err
@@ -62,9 +92,12 @@ def _npz(tmp_path, name, x):
 @pytest.mark.parametrize("case", [
     "missing-config", "unknown-key", "wrong-type", "latent-zero", "missing-run", "missing-data",
     "nan-data", "bad-shape", "corrupt-checkpoint", "resume-with-set", "bad-sample-file",
+    "gan-likelihood", "gan-regularizer", "gan-n-critic-0", "train-n-critic", "gan-loss", "adam-momentum",
+    "nested-unknown", "quality-no-labels",
 ])
 def test_bad_input_gives_one_line_and_status_2(case, capsys, tmp_path, trained_run):
     cfg = str(CONFIGS / "vae_digits.toml")
+    gan = str(CONFIGS / "gan_digits.toml")
     nan = np.ones((30, 4))
     nan[0, 0] = np.nan
     args, pattern = {
@@ -79,7 +112,20 @@ def test_bad_input_gives_one_line_and_status_2(case, capsys, tmp_path, trained_r
         "corrupt-checkpoint": (None, r"is truncated or corrupted"),
         "resume-with-set": (["train", "--resume", str(trained_run.path), "--set", "train.lr=1"], r"--resume continues a run with its own config"),
         "bad-sample-file": (["sample", str(trained_run.path), "--out", str(tmp_path / "s.jpg")], r"use a .png, .npy or .csv file name"),
+        "gan-likelihood": (["train", gan, "--set", "model.likelihood=gaussian"],
+                           r"Unknown config key 'model.likelihood'; valid keys in the gan family's \[model\] are: kind, family, latent_dim"),
+        "gan-regularizer": (["train", gan, "--set", "model.regularizer=kl"], r"Unknown config key 'model.regularizer'"),
+        "gan-n-critic-0": (["train", gan, "--set", "model.n_critic=0"], r"'model.n_critic': Input should be greater than or equal to 1"),
+        "train-n-critic": (["train", gan, "--set", "train.n_critic=5"], r"n_critic belongs to the GAN's own step: set model.n_critic"),
+        "gan-loss": (["train", gan, "--set", "model.loss=hinge"], r"Unknown GAN loss 'hinge'; choose one of: minimax, non-saturating, wgan-gp"),
+        "adam-momentum": (["train", gan, "--set", "train.momentum=0.9"], r"\[train\] sets momentum but optimizer 'adam' does not take it"),
+        "nested-unknown": (["train", gan, "--set", "model.generator.chanels=[8]"],
+                           r"Unknown config key 'model.generator.chanels'; valid keys in the gan family's \[model.generator\] are: channels, hidden, norm"),
+        "quality-no-labels": (None, r"needs class labels"),
     }[case]
+    if case == "quality-no-labels":
+        unlabeled = lvmkit.make_config({"data": {"name": "npz", "path": _npz(tmp_path, "u.npz", np.random.rand(40, 6))}})
+        args = ["quality", str(lvmkit.Run.create(unlabeled, tmp_path / "unlabeled").path)]
     if case == "corrupt-checkpoint":
         import shutil
 

@@ -349,3 +349,5 @@ def test_sample_of_a_time_series_run_points_to_forecast(capsys, tmp_path):
     assert code == 0, err
     code, _, err = _cli(capsys, "sample", str(run), "--n", "4", "--out", str(tmp_path / "s.npy"))
     assert code == 2 and "use 'lvmkit forecast RUN --input FILE --until T'" in err and err.count("\n") == 1
+    code, _, err = _cli(capsys, "quality", str(run), "--n", "10")
+    assert code == 2 and "lvmkit quality needs a model that is a generator, but this GRUForecaster is not" in err

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,13 +104,21 @@ def _final(run_dir):
     return [{k: v for k, v in m.items() if "seconds" not in k} for m in lines]
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
-    sets = ["--set", "train.epochs=40", "--set", "train.batch_size=8", "--set", "train.threads=1",
-            "--set", "model.hidden=[64]", "--set", "train.patience=0", "--set", "train.lr_schedule=cosine",
-            "--no-report", "--quiet"]
+SIGKILL_CASES = {
+    "vae_digits.toml": ["--set", "train.batch_size=8", "--set", "model.hidden=[64]", "--set", "train.lr_schedule=cosine"],
+    # both optimizers, the EMA weights and the sample grids' epochs must line up after a kill
+    "gan_digits.toml": ["--set", "train.batch_size=32", "--set", "train.ema_decay=0.9", "--set", "model.latent_dim=8",
+                        "--set", "model.generator.channels=[16,8]", "--set", "model.discriminator.channels=[8,16]"],
+}
+
+
+@pytest.mark.parametrize("config", SIGKILL_CASES)
+def test_resume_after_sigkill_matches_uninterrupted_run(config, tmp_path):
+    sets = ["--set", "train.epochs=40", "--set", "train.threads=1", "--set", "train.patience=0", "--no-report", "--quiet",
+            *SIGKILL_CASES[config]]
     from conftest import CONFIGS
 
-    cfg = str(CONFIGS / "vae_digits.toml")
+    cfg = str(CONFIGS / config)
     ref = run_cli("train", cfg, "--out", str(tmp_path / "ref"), *sets)
     assert ref.returncode == 0, ref.stderr
 
@@ -130,9 +139,15 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     res = run_cli("train", "--resume", str(victim), "--no-report", "--quiet")
     assert res.returncode == 0, res.stderr
     assert _final(victim) == _final(tmp_path / "ref")
-    a = lvmkit.load_checkpoint(victim / "checkpoints" / "last.pt")["model"]
-    b = lvmkit.load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    a = lvmkit.load_checkpoint(victim / "checkpoints" / "last.pt")
+    b = lvmkit.load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")
+    for part in ("model", "ema") if "ema" in a else ("model",):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert set(a["optimizers"]) == set(b["optimizers"])
+    for group in a["optimizers"]:
+        for pid, state in a["optimizers"][group]["state"].items():
+            assert all(torch.equal(v, b["optimizers"][group]["state"][pid][k]) for k, v in state.items()
+                       if isinstance(v, torch.Tensor)), group
 
 
 def test_api_resume_of_finished_run_is_a_no_op(trained_run):
@@ -146,3 +161,50 @@ def test_cuda_request_without_cuda_is_an_error(tmp_path):
         pytest.skip("a CUDA device is present")
     with pytest.raises(lvmkit.ConfigError, match=r"no CUDA device is available here; use train.device = 'cpu'"):
         lvmkit.train(tiny_config(train={"device": "cuda"}), tmp_path / "r", progress=False)
+
+
+FIXTURE_V1 = Path(__file__).parent / "fixtures" / "v1_vae_run"
+
+
+def test_a_run_written_by_checkpoint_format_1_still_evaluates_and_resumes(tmp_path):
+    """tests/fixtures/v1_vae_run was written by lvmkit before the training contract changed:
+    a flat [model] table with every family's keys, one Adam state under "optimizer"."""
+    import shutil
+
+    run_dir = tmp_path / "v1"
+    shutil.copytree(FIXTURE_V1, run_dir)
+    ckpt = lvmkit.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert ckpt["version"] == 1 and "optimizer" in ckpt and "optimizers" not in ckpt
+    old = json.loads((FIXTURE_V1 / "eval.json").read_text())
+    new = lvmkit.evaluate(run_dir, k=10, write=False)
+    # the deterministic parts of the evaluation are unchanged
+    for key in ("test_loss", "test_recon", "test_kl", "recon_sq_error"):
+        assert new[key] == pytest.approx(old[key], rel=1e-6), key
+    run = lvmkit.Run.open(run_dir)
+    run.config.train.epochs = 3
+    (run_dir / "config.toml").write_text(run.config.to_toml())
+    lvmkit.resume(run_dir, progress=False)
+    m = lvmkit.Run.open(run_dir).read_metrics()
+    assert [r["epoch"] for r in m] == [1, 2, 3] and m[-1]["train_loss"] < m[0]["train_loss"]
+    assert lvmkit.load_checkpoint(run_dir / "checkpoints" / "last.pt")["version"] == 2
+
+
+def test_discriminator_collapse_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from lvmkit.models import gan
+
+    calls = {"n": 0}
+    real_loss = gan.GAN.discriminator_loss
+
+    def collapsing(self, real, fake, generator=None):
+        loss, out, terms = real_loss(self, real, fake, generator)
+        calls["n"] += self.training
+        return (loss * float("nan") if calls["n"] > 30 else loss), out, terms
+
+    monkeypatch.setattr(gan.GAN, "discriminator_loss", collapsing)
+    cfg = lvmkit.make_config({"model": {"kind": "gan", "latent_dim": 4, "generator": {"channels": [8, 4]},
+                                        "discriminator": {"channels": [4, 8]}},
+                              "train": {"epochs": 5, "batch_size": 64, "device": "cpu", "sample_every": 0}})
+    with pytest.raises(TrainingDiverged, match=r"The 'discriminator' loss became nan at step 31 \(epoch 2\).*last good checkpoint"):
+        lvmkit.train(cfg, tmp_path / "gan", progress=False)
+    ckpt = lvmkit.load_checkpoint(tmp_path / "gan" / "checkpoints" / "last.pt")
+    assert ckpt["state"]["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())

@@ -164,24 +164,28 @@ class Optimizers:
 
 
 class EMA:
-    """Exponential moving average of a model's floating-point parameters and buffers,
-    ``ema <- decay * ema + (1 - decay) * current`` after every optimisation step (Polyak
-    averaging; the DCGAN/DDPM practice). Buffers that are not floating point are copied."""
+    """Exponential moving average of a model's parameters, ``ema <- decay * ema + (1 - decay) *
+    current`` after every optimisation step (Polyak averaging; the DCGAN/DDPM practice).
+    Buffers (batch-norm statistics, spectral norm's power-iteration vectors, chains) are copied,
+    not averaged: an average of unit vectors or of a chain's states is neither."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"train.ema_decay must lie in (0, 1) to average weights, got {decay}; use e.g. 0.999, or 0 to turn EMA off.")
         self.decay = decay
+        self.averaged = {name for name, p in model.named_parameters() if p.is_floating_point()}
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         for k, v in model.state_dict().items():
             s = self.shadow[k]
-            if s.is_floating_point():
+            if k in self.averaged:
                 s.lerp_(v.detach(), 1.0 - self.decay)
-            else:
+            elif s.shape == v.shape:
                 s.copy_(v)
+            else:  # a buffer that changed size (DEC's assignments)
+                self.shadow[k] = v.detach().clone()
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.shadow

@@ -243,7 +243,25 @@ def _anomaly(ctx: _Context) -> str | None:
     return _section("Anomaly detection (anomaly.json)", body)
 
 
-SECTIONS.extend([_summary, _curves, _recon, _samples, _latent, _events, _probe, _clusters, _anomaly, _config])
+def _quality(ctx: _Context) -> str | None:
+    res = ctx.run.read_json("quality.json")
+    if not res:
+        return None
+    fl = res["floor"]
+    rows = {name: f"{res[key]:.4g}  (floor, training vs test set: {fl[key]:.4g})"
+            for name, key in (("Frechet distance", "frechet_distance"), ("precision (k=3)", "precision"),
+                              ("recall (k=3)", "recall"))}
+    rows.update({"classes present": f"{res['classes_present']} of {res['n_classes']}",
+                 "generated / reference examples": f"{res['n_generated']} / {res['n_reference']}",
+                 "feature classifier test accuracy": res["classifier"]["test_accuracy"]})
+    hist = res["class_histogram"]
+    fig = figures.class_histogram([str(h["class"]) for h in hist], [h["fraction"] for h in hist],
+                                  [h["reference"] or 0.0 for h in hist])
+    body = _table(rows) + ctx.figure("class_histogram", fig, "classes of the samples under the feature classifier")
+    return _section("Sample quality (quality.json)", body)
+
+
+SECTIONS.extend([_summary, _curves, _recon, _samples, _latent, _events, _quality, _probe, _clusters, _anomaly, _config])
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em}table{border-collapse:collapse;margin:.5em 0}

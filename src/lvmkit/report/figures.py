@@ -92,6 +92,20 @@ def epoch_samples(grids: list[tuple[int, np.ndarray]], per_row: int = 16) -> Fig
     return fig
 
 
+def class_histogram(names: list[str], fractions: list[float], reference: list[float]) -> Figure:
+    """Share of each class among generated samples (as the feature classifier labels them)
+    beside its share in the reference set: missing classes show mode collapse."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(names) + 1.5), 3.0))
+    idx = np.arange(len(names))
+    ax.bar(idx - 0.2, fractions, width=0.4, label="samples")
+    ax.bar(idx + 0.2, reference, width=0.4, label="test set", alpha=0.6)
+    ax.set_xticks(idx, names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("fraction")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def save_grid_png(images: np.ndarray, path, ncols: int | None = None) -> None:
     """Write (N, C, H, W) images as one PNG grid."""
     ncols = ncols or int(np.ceil(np.sqrt(len(images))))

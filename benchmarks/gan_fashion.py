@@ -1,0 +1,58 @@
+"""Sample quality on Fashion-MNIST, one protocol for every generator (issue 9).
+
+Trains the conv VAE (prior samples), the DCGAN and the WGAN-GP from the shipped configs (with
+the epoch counts given here, so the whole table fits a CPU budget), then scores each with
+``lvmkit.quality`` (n = 10,000 samples against the 10,000 test images, in the features of the
+classifier lvmkit trains on Fashion-MNIST's own training labels). The floor (training images
+against test images, same measure) comes with every score.
+
+    .venv/bin/python benchmarks/gan_fashion.py --threads 1 --json benchmarks/results/quality_fashion.json
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+import lvmkit
+
+from _common import REPO, machine_info, write_json
+
+MODELS = {
+    # warm-up shortened from 10,000 steps so the KL weight reaches 1 within the budget
+    "conv VAE (prior samples)": ("convvae_fashion.toml", ["train.patience=0", "model.warmup_steps=2000"]),
+    "DCGAN": ("dcgan_fashion.toml", []),
+    "WGAN-GP": ("wgan_fashion.toml", []),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--epochs", default="conv VAE (prior samples)=10,DCGAN=8,WGAN-GP=4",
+                    help="NAME=EPOCHS,... (the configs' own counts need a GPU or hours)")
+    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench-quality")
+    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "quality_fashion.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    epochs = dict(item.split("=") for item in args.epochs.split(","))
+    results = {"machine": machine_info(), "threads": args.threads, "n": args.n, "models": {}}
+    for name, (config, sets) in MODELS.items():
+        cfg = lvmkit.load_config(REPO / "configs" / config,
+                                 [*sets, f"train.epochs={epochs[name]}", f"train.threads={args.threads}", "train.device=cpu"])
+        t0 = time.perf_counter()
+        run = lvmkit.train(cfg, args.out / f"{config.removesuffix('.toml')}-{int(time.time())}", progress=True)
+        train_seconds = time.perf_counter() - t0
+        q = lvmkit.quality(run, args.n, progress=True)
+        results["models"][name] = {"config": config, "overrides": sets, "epochs": int(epochs[name]),
+                                   "train_seconds": round(train_seconds, 1), "run": str(run.path), **q}
+        print(f"{name}: FD {q['frechet_distance']:.3f} (floor {q['floor']['frechet_distance']:.3f}) "
+              f"precision {q['precision']:.3f} recall {q['recall']:.3f} classes {q['classes_present']}", flush=True)
+        write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()
