@@ -34,23 +34,38 @@ def main() -> None:
     ap.add_argument("--epochs", default="conv VAE (prior samples)=10,DCGAN=8,WGAN-GP=4",
                     help="NAME=EPOCHS,... (the configs' own counts need a GPU or hours)")
     ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--reuse", default="", help="NAME=RUN,...: score an existing run instead of training")
+    ap.add_argument("--only", default=None, help="comma-separated model names to (re)run; the others are kept from --json")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench-quality")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "quality_fashion.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     epochs = dict(item.split("=") for item in args.epochs.split(","))
     results = {"machine": machine_info(), "threads": args.threads, "n": args.n, "models": {}}
+    only = args.only.split(",") if args.only else list(MODELS)
+    if args.only and args.json.is_file():
+        import json
+
+        results["models"] = {k: v for k, v in json.loads(args.json.read_text())["models"].items() if k not in only}
     for name, (config, sets) in MODELS.items():
+        if name not in only:
+            continue
         cfg = lvmkit.load_config(REPO / "configs" / config,
                                  [*sets, f"train.epochs={epochs[name]}", f"train.threads={args.threads}", "train.device=cpu"])
+        reuse = dict(item.split("=", 1) for item in args.reuse.split(",") if item)
         t0 = time.perf_counter()
-        run = lvmkit.train(cfg, args.out / f"{config.removesuffix('.toml')}-{int(time.time())}", progress=True)
-        train_seconds = time.perf_counter() - t0
+        if name in reuse:
+            run = lvmkit.Run.open(reuse[name])
+            train_seconds = sum(m["seconds"] for m in run.read_metrics())
+        else:
+            run = lvmkit.train(cfg, args.out / f"{config.removesuffix('.toml')}-{int(time.time())}", progress=True)
+            train_seconds = time.perf_counter() - t0
         q = lvmkit.quality(run, args.n, progress=True)
         results["models"][name] = {"config": config, "overrides": sets, "epochs": int(epochs[name]),
                                    "train_seconds": round(train_seconds, 1), "run": str(run.path), **q}
         print(f"{name}: FD {q['frechet_distance']:.3f} (floor {q['floor']['frechet_distance']:.3f}) "
               f"precision {q['precision']:.3f} recall {q['recall']:.3f} classes {q['classes_present']}", flush=True)
+        results["models"] = {k: results["models"][k] for k in MODELS if k in results["models"]}
         write_json(args.json, results)
 
 

@@ -64,6 +64,12 @@ def test_gan_train_sample_quality_report(capsys, tmp_path):
     assert code == 0, err
     s = np.load(tmp_path / "g.npy")
     assert s.shape == (6, 1, 8, 8) and s.min() >= 0 and s.max() <= 1
+    code, out, err = _cli(capsys, "evaluate", str(run))
+    assert code == 0, err
+    ev = json.loads((run / "eval.json").read_text())
+    assert {"test_d_loss", "test_g_loss", "d_real", "d_fake"} <= set(ev)
+    code, out, err = _cli(capsys, "probe", str(run))
+    assert code == 2 and "LatentEncoder needs a model that is an encoder, but this GAN is not (its capabilities: generator)" in err
     code, out, err = _cli(capsys, "quality", str(run), "--n", "300")
     assert code == 0, err
     q = json.loads((run / "quality.json").read_text())
@@ -93,7 +99,7 @@ def _npz(tmp_path, name, x):
     "missing-config", "unknown-key", "wrong-type", "latent-zero", "missing-run", "missing-data",
     "nan-data", "bad-shape", "corrupt-checkpoint", "resume-with-set", "bad-sample-file",
     "gan-likelihood", "gan-regularizer", "gan-n-critic-0", "train-n-critic", "gan-loss", "adam-momentum",
-    "nested-unknown", "quality-no-labels",
+    "nested-unknown", "quality-no-labels", "gan-patience",
 ])
 def test_bad_input_gives_one_line_and_status_2(case, capsys, tmp_path, trained_run):
     cfg = str(CONFIGS / "vae_digits.toml")
@@ -122,6 +128,7 @@ def test_bad_input_gives_one_line_and_status_2(case, capsys, tmp_path, trained_r
         "nested-unknown": (["train", gan, "--set", "model.generator.chanels=[8]"],
                            r"Unknown config key 'model.generator.chanels'; valid keys in the gan family's \[model.generator\] are: channels, hidden, norm"),
         "quality-no-labels": (None, r"needs class labels"),
+        "gan-patience": (["train", gan, "--set", "train.patience=5"], r"train.patience = 5 stops on a validation metric, but the GAN model selects none"),
     }[case]
     if case == "quality-no-labels":
         unlabeled = lvmkit.make_config({"data": {"name": "npz", "path": _npz(tmp_path, "u.npz", np.random.rand(40, 6))}})

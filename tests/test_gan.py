@@ -184,8 +184,9 @@ def test_training_step_updates_both_groups_with_n_critic_discriminator_steps(los
 
 
 def test_training_step_is_the_alternation_of_two_gradient_steps():
-    # With SGD, one step must equal: D -= lr grad_D d_loss(x, G(z1)); then G -= lr grad_G g_loss(G(z2)),
-    # where the second gradient is taken at the updated D. Stale or mixed-up gradients would differ.
+    # With SGD, one step must equal: D -= lr grad_D d_loss(x, G(z)); then G -= lr grad_G g_loss(G(z)),
+    # on the same z (DCGAN's reuse of the fake batch), where the second gradient is taken at the
+    # updated D. Stale or mixed-up gradients would differ.
     lr = 0.1
     model = build_gan(GANConfig(latent_dim=3, generator={"hidden": [8]}, discriminator={"hidden": [8]}), (2,))
     manual = copy.deepcopy(model)
@@ -195,12 +196,13 @@ def test_training_step_is_the_alternation_of_two_gradient_steps():
 
     torch.manual_seed(5)
     g, d = manual.generator, manual.discriminator
-    fake = g(torch.randn(16, 3)).detach()
+    z = torch.randn(16, 3)
+    fake = g(z).detach()
     d_loss = GAN_LOSSES.get("non-saturating").discriminator(d(x), d(fake))
     with torch.no_grad():
         for p, grad in zip(d.parameters(), torch.autograd.grad(d_loss, list(d.parameters()))):
             p -= lr * grad
-    g_loss = non_saturating_generator_loss(d(g(torch.randn(16, 3))))
+    g_loss = non_saturating_generator_loss(d(g(z)))
     with torch.no_grad():
         for p, grad in zip(g.parameters(), torch.autograd.grad(g_loss, list(g.parameters()))):
             p -= lr * grad

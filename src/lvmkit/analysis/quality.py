@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from lvmkit.core.checkpoint import load_checkpoint, save_checkpoint
 from lvmkit.core.errors import CheckpointError, ConfigError, DataError
 from lvmkit.core.run import Run
+from lvmkit.data import load_data
 
 #: Names the classifier's architecture (:class:`FeatureNet`) and training protocol (Adam 1e-3,
 #: batch 128, 10 epochs clipped to [300, 4000] steps, seed 0); bump it whenever either changes,
@@ -319,14 +320,18 @@ def quality(run: Run | str | Path, n: int = 10000, *, seed: int = 0, device: str
         raise ConfigError(f"The number of samples must be at least {_K + 1} (precision and recall need k + 1 = "
                           f"{_K + 1} points), got {n}; pass e.g. --n 10000.")
     run = run if isinstance(run, Run) else Run.open(run)
-    data = run.data()
+    # One reference for every model of a data set: the grey-level images, even when a model was
+    # trained on binarized pixels (its samples are means of p(x|z), in [0, 1] too), so runs of
+    # any family on that data set are scored in one feature space against one test set.
+    dcfg = run.config.data.model_copy(update={"binarize": "none"})
+    data = run.data() if run.config.data.binarize == "none" else load_data(dcfg, run.config.train.seed)
     if data.train.y is None:
         raise DataError(f"lvmkit quality needs class labels to train its feature classifier, but data set "
                         f"{run.config.data.name!r} has none; use a labelled data set (e.g. digits or fashion-mnist) "
                         f"or give labels via data.y_key.")
     model = run.load_model("best", device)
     require(model, Generator, "lvmkit quality")
-    key = f"{run.config.data.model_dump_json()}|seed={run.config.train.seed}"
+    key = f"{dcfg.model_dump_json()}|seed={run.config.train.seed}"
     net, info = feature_net(data, key, progress, device=device)
 
     with torch.no_grad():  # batch i of up to 1000 samples draws from seed + i

@@ -145,6 +145,10 @@ CAPABILITIES: dict[str, type] = {"encoder": Encoder, "reconstructor": Reconstruc
                                  "density": DensityModel, "forecaster": Forecaster}
 
 
+_NAMES = {Encoder: "an encoder", Reconstructor: "a reconstructor", Generator: "a generator",
+          DensityModel: "a density model", Forecaster: "a forecaster"}
+
+
 def capabilities(model: nn.Module) -> list[str]:
     """The names of the capabilities ``model`` declares."""
     return [name for name, cls in CAPABILITIES.items() if isinstance(model, cls)]
@@ -159,7 +163,8 @@ def require(model: nn.Module, capability: type, what: str, advice: str | None = 
         have = ", ".join(capabilities(model)) or "none"
         families = ", ".join(name for name in FAMILIES if isinstance_family(name, capability)) or "none"
         raise ConfigError(
-            f"{what} needs a model that is a {capability.__name__.lower()}, but this {type(model).__name__} is not "
+            f"{what} needs a model that is {_NAMES.get(capability, capability.__name__)}, but this "
+            f"{type(model).__name__} is not "
             f"(its capabilities: {have}); {advice or f'use a run of a family that is one ({families})'}."
         )
 

@@ -114,6 +114,11 @@ class Trainer:
         self.opt = Optimizers(model.optimizer_groups(), cfg, model.optimizer_defaults)
         self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.selection = model.selection_metric
+        if self.selection is None and "patience" in cfg.model_fields_set and cfg.patience:
+            raise ConfigError(
+                f"train.patience = {cfg.patience} stops on a validation metric, but the {type(model).__name__} model "
+                "selects none (its last checkpoint is the model); remove train.patience or set it to 0."
+            )
         self.callbacks = list(callbacks)
         if isinstance(model, Generator) and data.is_image and cfg.sample_every > 0:
             self.callbacks.insert(0, SampleGrids(cfg.sample_every, seed=cfg.seed))

@@ -145,7 +145,8 @@ class GAN(AbstractModel, Generator):
     ``training_step``: ``n_critic`` discriminator updates, each on the whole real batch with
     fresh noise (Gulrajani et al. draw a fresh real batch per critic update; reusing the batch
     keeps the critic's batch, and so its penalty, at ``train.batch_size``, and one epoch one pass
-    for the generator), then one generator update with fresh noise. Real and fake batches go
+    for the generator), then one generator update on the last critic step's noise, scored by
+    the updated discriminator (DCGAN's practice; one generator forward per step). Real and fake batches go
     through D separately, as in DCGAN, so batch norm never mixes them.
 
     ``forward`` (validation, evaluation) returns the discriminator's loss as ``loss``: -V(D, G)
@@ -215,13 +216,17 @@ class GAN(AbstractModel, Generator):
 
     def training_step(self, x: Tensor, step: int, opt) -> dict[str, Tensor]:
         n = x.shape[0]
-        for _ in range(self.n_critic):
-            with torch.no_grad():  # D's step: no graph through G
+        for i in range(self.n_critic):
+            last = i == self.n_critic - 1
+            # The last critic step's fake batch is kept with its graph and scored again by the
+            # updated D for G's step, as DCGAN (and pytorch/examples) does: one generator
+            # forward per step instead of two. Earlier critic steps need no graph through G.
+            with torch.set_grad_enabled(last):
                 fake = self.generator(self._noise(n, x.device))
-            d_loss, _, terms = self.discriminator_loss(x, fake)
+            d_loss, _, terms = self.discriminator_loss(x, fake.detach())
             opt.minimize("discriminator", d_loss)
         with _frozen(self.discriminator):
-            g_loss = self.objective.generator(self.discriminator(self.generator(self._noise(n, x.device))))
+            g_loss = self.objective.generator(self.discriminator(fake))
             opt.minimize("generator", g_loss)
         return {"loss": terms["d_loss"], **terms, "g_loss": g_loss.detach()}
 
