@@ -62,4 +62,4 @@ def test_report_renders_in_headless_chromium(trained_run, tmp_path):
                           page.as_uri()], capture_output=True, text=True, timeout=120)
     m = re.search(r"<title>IMAGES (\d+) LOADED (\d+)</title>", res.stdout)
     assert m, res.stdout[:500] + res.stderr[-2000:]
-    assert m.group(1) == m.group(2) == "5"
+    assert m.group(1) == m.group(2) == "6"  # as test_report_embeds_every_figure counts

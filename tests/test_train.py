@@ -180,6 +180,7 @@ def test_a_run_written_by_checkpoint_format_1_still_evaluates_and_resumes(tmp_pa
     # the deterministic parts of the evaluation are unchanged
     for key in ("test_loss", "test_recon", "test_kl", "recon_sq_error"):
         assert new[key] == pytest.approx(old[key], rel=1e-6), key
+    assert lvmkit.sample(run_dir, 4).shape == (4, 1, 8, 8)
     run = lvmkit.Run.open(run_dir)
     run.config.train.epochs = 3
     (run_dir / "config.toml").write_text(run.config.to_toml())
@@ -187,6 +188,9 @@ def test_a_run_written_by_checkpoint_format_1_still_evaluates_and_resumes(tmp_pa
     m = lvmkit.Run.open(run_dir).read_metrics()
     assert [r["epoch"] for r in m] == [1, 2, 3] and m[-1]["train_loss"] < m[0]["train_loss"]
     assert lvmkit.load_checkpoint(run_dir / "checkpoints" / "last.pt")["version"] == 2
+    from lvmkit.report import write_report
+
+    assert "<h2>Samples</h2>" in write_report(run_dir).read_text()
 
 
 def test_discriminator_collapse_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

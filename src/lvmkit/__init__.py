@@ -26,6 +26,7 @@ from lvmkit.core.contract import (CAPABILITIES, FAMILIES, AbstractModel, Density
 from lvmkit.core.optim import EMA, OPTIMIZERS, Optimizers
 from lvmkit.models import build_model
 from lvmkit.models.autoencoder import Autoencoder, AutoencoderConfig
+from lvmkit.models.gan import GAN, GAN_LOSSES, GANConfig, gradient_penalty
 from lvmkit.models.networks import NETWORKS
 from lvmkit.models.regularizers import REGULARIZERS
 from lvmkit.core.registry import Registry
@@ -59,7 +60,7 @@ __all__ = [
     "attpc", "timeseries", "forecast", "SOLVERS", "ODESolver", "SolverError", "SCORES", "anomaly", "one_class", "CLUSTERERS", "LatentEncoder", "cluster", "cluster_metrics", "hungarian_accuracy", "probe",
     "CORRUPTIONS", "KERNELS", "LIKELIHOODS", "MODEL_KINDS", "NETWORKS", "REGULARIZERS", "SOURCES",
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "Dataset", "EvalConfig", "ExperimentConfig",
-    "AbstractModel", "Autoencoder", "AutoencoderConfig", "CAPABILITIES", "DensityModel", "EMA", "Encoder", "FAMILIES", "Family",
+    "AbstractModel", "GAN", "GAN_LOSSES", "GANConfig", "gradient_penalty", "Autoencoder", "AutoencoderConfig", "CAPABILITIES", "DensityModel", "EMA", "Encoder", "FAMILIES", "Family",
     "Forecaster", "Generator", "OPTIMIZERS", "OptimGroupConfig", "Optimizers", "Reconstructor", "Section", "Trainer",
     "capabilities", "frechet_distance", "precision_recall", "quality", "LossOutput", "LvmkitError", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",
     "TrainingDiverged", "apply_overrides", "build_model", "evaluate", "kl_normal", "kl_std_normal", "load_checkpoint",

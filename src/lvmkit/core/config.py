@@ -118,8 +118,9 @@ class TrainConfig(OptimGroupConfig):
     # Exponential moving average of the weights after every step (0: off); sampling and
     # evaluation then use the averaged weights.
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
-    # Generator families: a grid of samples from fixed noise every this many epochs (0: never).
-    sample_every: int = Field(1, ge=0)
+    # Generators on images: 16 samples from fixed noise every this many epochs (0: never;
+    # unset: every epoch up to 50 epochs, then about 50 grids in all), for the report.
+    sample_every: Optional[int] = Field(None, ge=0)
     seed: int = 0
     device: str = "auto"
     threads: Optional[int] = Field(None, gt=0)

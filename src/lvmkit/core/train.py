@@ -83,10 +83,11 @@ def mean_loss(model: AbstractModel, split: Split, batch_size: int) -> dict[str, 
 
 
 class SampleGrids:
-    """Every ``every`` epochs, samples from fixed noise (RUN/samples/epoch_NNNN.npy): the
-    report shows how a generator's samples develop. Draws from its own random stream."""
+    """Every ``every`` epochs, samples from fixed noise (RUN/samples/epoch_NNNN.npy, images as
+    uint8 grey levels 0..255): the report shows how a generator's samples develop. Draws from
+    its own random stream, so training's randomness is untouched."""
 
-    def __init__(self, every: int, n: int = 32, seed: int = 0) -> None:
+    def __init__(self, every: int, n: int = 16, seed: int = 0) -> None:
         self.every, self.n, self.seed = every, n, seed
 
     @torch.no_grad()
@@ -101,7 +102,7 @@ class SampleGrids:
         model.train(was_training)
         folder = trainer.run.path / "samples"
         folder.mkdir(exist_ok=True)
-        np.save(folder / f"epoch_{trainer.epoch:04d}.npy", x)
+        np.save(folder / f"epoch_{trainer.epoch:04d}.npy", np.round(255 * np.clip(x, 0, 1)).astype(np.uint8))
 
 
 class Trainer:
@@ -120,8 +121,9 @@ class Trainer:
                 "selects none (its last checkpoint is the model); remove train.patience or set it to 0."
             )
         self.callbacks = list(callbacks)
-        if isinstance(model, Generator) and data.is_image and cfg.sample_every > 0:
-            self.callbacks.insert(0, SampleGrids(cfg.sample_every, seed=cfg.seed))
+        every = cfg.sample_every if cfg.sample_every is not None else max(1, cfg.epochs // 50)
+        if isinstance(model, Generator) and data.is_image and every > 0:
+            self.callbacks.insert(0, SampleGrids(every, seed=cfg.seed))
         self.epoch = 0
         self.step = 0
         self.best_val = math.inf

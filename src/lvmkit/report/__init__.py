@@ -129,7 +129,7 @@ def _samples(ctx: _Context) -> str | None:
     grids = sorted((ctx.run.path / "samples").glob("epoch_*.npy")) if (ctx.run.path / "samples").is_dir() else []
     if grids:
         keep = grids if len(grids) <= 12 else [grids[i] for i in np.linspace(0, len(grids) - 1, 12).round().astype(int)]
-        rows = [(int(p.stem.split("_")[1]), np.load(p)) for p in keep]
+        rows = [(int(p.stem.split("_")[1]), np.load(p).astype(np.float32) / 255.0) for p in keep]
         body += ctx.figure("epoch_samples", figures.epoch_samples(rows),
                            "samples from the same fixed noise as training went on (raw weights, one row per epoch)")
     return _section("Samples", body)
