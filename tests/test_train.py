@@ -212,3 +212,15 @@ def test_discriminator_collapse_stops_the_run_and_keeps_the_last_good_checkpoint
         lvmkit.train(cfg, tmp_path / "gan", progress=False)
     ckpt = lvmkit.load_checkpoint(tmp_path / "gan" / "checkpoints" / "last.pt")
     assert ckpt["state"]["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_data_outside_the_models_support_is_refused_with_advice_for_its_family(tmp_path):
+    path = tmp_path / "wide.npz"
+    np.savez(path, x=np.random.default_rng(0).random((60, 8, 8)).astype(np.float32) * 5)
+    data = {"name": "npz", "path": str(path), "scale": "none"}
+    with pytest.raises(lvmkit.ConfigError, match=r"needs data in \[0.0, 1.0\] but the training data spans \[.*\]; "
+                                                 r"set data.scale = 'minmax' or model.likelihood = 'gaussian'\."):
+        lvmkit.train(tiny_config(data=data), tmp_path / "vae", progress=False)
+    gan = lvmkit.make_config({"data": data, "model": {"kind": "gan"}, "train": {"device": "cpu"}})
+    with pytest.raises(lvmkit.ConfigError, match=r"The GAN model needs data in \[0.0, 1.0\] .*set data.scale = 'minmax'\.$"):
+        lvmkit.train(gan, tmp_path / "gan", progress=False)

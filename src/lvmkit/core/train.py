@@ -64,7 +64,8 @@ def _check_compatible(model: AbstractModel, data: Dataset) -> None:
         if lo < support[0] or hi > support[1]:
             raise ConfigError(
                 f"The {type(model).__name__} model needs data in {list(support)} but the training data "
-                f"spans [{lo:.3g}, {hi:.3g}]; set data.scale = 'minmax' or model.likelihood = 'gaussian'."
+                f"spans [{lo:.3g}, {hi:.3g}]; set data.scale = 'minmax'"
+                + (" or model.likelihood = 'gaussian'." if hasattr(model, "likelihood") else ".")
             )
 
 
