@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import lvmkit
-from lvmkit import DataError
+from lvmkit import DataError, LvmkitWarning
 from lvmkit.analysis.anomaly import detection_metrics, thresholds_at_fpr
 from lvmkit.cli import main
 
@@ -27,6 +27,31 @@ def test_threshold_meets_its_false_positive_rate_on_held_out_normal_data(rate):
     assert abs(fpr - rate) < 4 * se + 1e-4
 
 
+def test_thresholds_and_rates_equal_hand_counts():
+    val = np.array([3.0, 1.0, 4.0, 1.5, 9.0, 2.6, 5.0, 3.5, 8.0, 7.0])  # sorted: 1 1.5 2.6 3 3.5 4 5 7 8 9
+    thr = thresholds_at_fpr(val, [0.2, 0.25, 0.5])
+    # at most floor(r n) of the 10 normal scores may lie above: 2, 2 and 5 of them
+    assert thr == {0.2: 7.0, 0.25: 7.0, 0.5: 3.5}
+    test = np.array([0.5, 7.0, 7.5, 3.6, 10.0, 2.0, 8.5, 3.5])
+    lab = np.array([0, 1, 1, 0, 1, 0, 1, 1], bool)
+    m = detection_metrics(test, lab, thr)
+    # threshold 7: flagged (strictly above) are 7.5, 10, 8.5, all anomalies: TPR 3/5, FPR 0/3
+    assert m["at_target_fpr"]["0.2"] == {"threshold": 7.0, "tpr": 3 / 5, "fpr": 0.0}
+    # threshold 3.5: flagged 7, 7.5, 3.6, 10, 8.5: anomalies 4 of 5, normals 1 (3.6) of 3
+    assert m["at_target_fpr"]["0.5"] == {"threshold": 3.5, "tpr": 4 / 5, "fpr": 1 / 3}
+    # AUROC by pair counting: of 5 x 3 (anomaly, normal) pairs the anomaly scores higher in 14
+    # (3.5 < 3.6 is the one it loses)
+    assert m["auroc"] == pytest.approx(14 / 15) and m["anomaly_fraction"] == 5 / 8
+
+
+def test_a_target_rate_below_one_over_n_warns_and_gives_the_largest_score():
+    val = np.arange(10.0)
+    with pytest.warns(LvmkitWarning, match=r"Target false-positive rate 0.05 is below 1/10, the smallest rate 10 normal "
+                                           r"validation examples can resolve.*at least 0.1"):
+        assert thresholds_at_fpr(val, [0.05]) == {0.05: 9.0}
+    assert thresholds_at_fpr(val, [0.1]) == {0.1: 8.0}  # 1/n itself: no warning (warnings are errors here)
+
+
 def test_detection_metrics_agree_with_scikit_learn_and_need_both_classes():
     rng = np.random.default_rng(1)
     lab = rng.random(1000) < 0.1
@@ -38,6 +63,11 @@ def test_detection_metrics_agree_with_scikit_learn_and_need_both_classes():
         detection_metrics(s, np.zeros(1000, bool), {0.1: 1.0})
     with pytest.raises(DataError, match=r"must lie in \(0, 1\)"):
         thresholds_at_fpr(s, [1.5])
+
+
+def _save(path, **arrays):
+    np.savez(path, **arrays)
+    return path
 
 
 def test_one_class_and_anomaly_commands(tmp_path, capsys):
@@ -52,7 +82,16 @@ def test_one_class_and_anomaly_commands(tmp_path, capsys):
     assert set(cfg.data().train.y.tolist()) == {0} and len(set(cfg.data().test.y.tolist())) == 10
     assert main(["anomaly", str(run), "--score", "recon", "--target-fpr", "0.1"]) == 0
     res = json.loads((run / "anomaly.json").read_text())
-    assert res["validation_fpr"]["0.1"] <= 0.1 and 0 <= res["at_target_fpr"]["0.1"]["tpr"] <= 1
+    # brute force: the squared reconstruction errors, the validation quantile, the counts above it
+    model, data = cfg.load_model(), cfg.data()
+    err = lambda x: ((model.reconstruct(x) - x) ** 2).flatten(1).sum(1).detach().numpy()  # noqa: E731
+    val, test = np.sort(err(data.val.x)), err(data.test.x)
+    t = val[len(val) - int(0.1 * len(val)) - 1]
+    anomalous = data.test.y.numpy() != 0
+    assert res["thresholds"]["0.1"] == pytest.approx(t, rel=1e-5)
+    assert res["flagged"]["0.1"] == int(np.sum(test > t))
+    assert res["at_target_fpr"]["0.1"]["tpr"] == pytest.approx(np.sum(test[anomalous] > t) / anomalous.sum())
+    assert res["validation_fpr"]["0.1"] == pytest.approx(np.mean(val > t)) and res["validation_fpr"]["0.1"] <= 0.1
     assert main(["report", str(run)]) == 0
     assert "Anomaly detection" in (run / "report.html").read_text()
 
@@ -62,7 +101,23 @@ def test_one_class_and_anomaly_commands(tmp_path, capsys):
     np.savez(tmp_path / "new.npz", x=x, y=(data.test.y.numpy()[:100] != 0).astype(int))
     assert main(["anomaly", str(run), "--data", str(tmp_path / "new.npz")]) == 0
     assert json.loads((run / "anomaly.json").read_text())["n"] == 100
+    # class labels need --anomaly-label: digit 3 is the anomaly, every other digit normal
+    y = data.test.y.numpy()[:100]
+    np.savez(tmp_path / "classes.npz", x=x, y=y)
     capsys.readouterr()
+    assert main(["anomaly", str(run), "--data", str(tmp_path / "classes.npz"), "--anomaly-label", "3", "--target-fpr", "0.1"]) == 0
+    assert capsys.readouterr().err == ""
+    res = json.loads((run / "anomaly.json").read_text())
+    assert res["anomaly_fraction"] == pytest.approx(np.mean(y == 3))
+    assert res["auroc"] == pytest.approx(lvmkit.anomaly(run, "recon", [0.1], data_file=tmp_path / "classes.npz", anomaly_label=3,
+                                                        write=False)["auroc"])
+    # a rate the few normal validation examples cannot resolve: a one-line warning, and on it goes
+    assert main(["anomaly", str(run), "--target-fpr", "0.001"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: Target false-positive rate 0.001 is below 1/")
+    capsys.readouterr()
+    with pytest.raises(DataError, match=r"has no labels y for anomaly label 3 to mark"):
+        lvmkit.anomaly(run, data_file=_save(tmp_path / "x-only.npz", x=x), anomaly_label=3, write=False)
     np.savez(tmp_path / "bad.npz", x=np.zeros((5, 3)))
     assert main(["anomaly", str(run), "--data", str(tmp_path / "bad.npz")]) == 2
     assert "has examples of shape (3,), but the model was trained on (1, 8, 8)" in capsys.readouterr().err
@@ -90,7 +145,14 @@ def test_latent_knn_scores_are_small_on_normal_data_and_fitted_on_it(trained_run
 
 def test_elbo_score_and_one_class_errors(trained_run, tmp_path):
     res = lvmkit.anomaly(trained_run, "elbo", [0.1], write=False)
-    assert "auroc" not in res and res["flagged"]["0.1"] >= 0  # no normal class: scores only
+    assert "auroc" not in res  # no normal class: scores only
+    # the ELBO's posterior draws are seeded by the run: every call gives the same numbers,
+    # whatever the global random state
+    torch.manual_seed(123)
+    assert lvmkit.anomaly(trained_run, "elbo", [0.1], write=False) == res
+    assert res["validation_fpr"]["0.1"] <= 0.1 and res["flagged"]["0.1"] > 0
+    with pytest.raises(DataError, match=r"applies to the labels y of a --data file, but none was given"):
+        lvmkit.anomaly(trained_run, "recon", [0.1], anomaly_label=3, write=False)
     with pytest.raises(DataError, match=r"data.normal_class = 42 is not a label of the training data"):
         lvmkit.load_data(lvmkit.make_config({"data": {"normal_class": 42}}).data)
     with pytest.raises(DataError, match=r"--normal-class takes a class label or 'all'"):

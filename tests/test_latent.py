@@ -29,12 +29,25 @@ def test_cluster_metrics_agree_with_scikit_learn():
     m = cluster_metrics(y, p)
     assert m["nmi"] == pytest.approx(normalized_mutual_info_score(y, p))
     assert m["ari"] == pytest.approx(adjusted_rand_score(y, p))
-    assert sum(m["sizes"]) == 500 and all(0 < v <= 1 for v in m["purity"])
+    # purity by brute force: the largest class count in each cluster over the cluster's size
+    from sklearn.metrics.cluster import contingency_matrix
+
+    table = contingency_matrix(y, p)  # (classes, clusters)
+    assert m["purity"] == pytest.approx((table.max(0) / table.sum(0)).tolist())
+    assert m["majority_class"] == table.argmax(0).tolist() and m["sizes"] == table.sum(0).tolist()
     # brute force over all maps of 5 clusters to distinct... classes: ACC is the best matching
     from itertools import permutations
 
     best = max(sum(np.sum((p == c) & (y == perm[c])) for c in range(4)) for perm in permutations(range(5), 4))
     assert m["acc"] >= best / 500 - 1e-12
+
+
+def test_purity_of_a_small_assignment_by_hand():
+    y = np.array([0, 0, 1, 1, 1, 2])
+    p = np.array([5, 5, 5, 7, 7, 9])  # clusters {0, 0, 1}, {1, 1}, {2}
+    m = cluster_metrics(y, p)
+    assert m["purity"] == [2 / 3, 1.0, 1.0] and m["majority_class"] == [0, 1, 2] and m["sizes"] == [3, 2, 1]
+    assert m["acc"] == pytest.approx(5 / 6)  # 5 -> 0, 7 -> 1, 9 -> 2: one example off
 
 
 def test_probe_on_separable_codes_reaches_f1_one():
@@ -92,6 +105,15 @@ def test_probe_and_cluster_commands(trained_run, capsys, tmp_path):
     assert "Cannot form 5000 clusters from 359 examples" in capsys.readouterr().err
     assert main(["probe", str(run), "--labels", "1000"]) == 2
     assert "fewer than the 1000 per class asked for" in capsys.readouterr().err
+    # the default budgets on a small data set: those it cannot supply are skipped and noted
+    y = lvmkit.Run.open(run).data().train.y.numpy()
+    smallest = int(np.bincount(y).min())
+    assert 100 < smallest < 1000
+    assert main(["probe", str(run), "--repeats", "1"]) == 0
+    probe = lvmkit.Run.open(run).read_json("probe.json")
+    assert probe["labels"] == [10, 100] and set(probe["results"]["latent"]) == {"10", "100"}
+    assert probe["skipped"] == {"1000": f"class {int(np.bincount(y).argmin())} has only {smallest} labelled training examples"}
+    assert capsys.readouterr().err.strip() == f"skipped 1000 labels/class: {probe['skipped']['1000']}"
     assert main(["cluster", str(run), "--method", "dbscan"]) == 2
     assert "Unknown clustering method 'dbscan'" in capsys.readouterr().err
 

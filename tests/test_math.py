@@ -203,6 +203,26 @@ def test_mmd_rbf_closed_form_matches_numerical_expectation():
     assert lvmkit.mmd2_rbf_gaussians(delta, sigma, dim, scale) == pytest.approx(2 * same - 2 * cross, rel=1e-10)
 
 
+def test_biased_mmd_is_defined_for_one_sample_and_the_regularizer_uses_it():
+    x, y = torch.tensor([[0.3, -1.0]], dtype=DTYPE), torch.tensor([[1.0, 0.5]], dtype=DTYPE)
+    d2 = float(((x - y) ** 2).sum())
+    # one sample each: k(x, x) = k(y, y) = 1, so MMD^2_b = 2 (1 - k(x, y))
+    assert lvmkit.mmd2_biased(x, y, "rbf", 1.5).item() == pytest.approx(2 * (1 - math.exp(-d2 / (2 * 1.5**2))))
+    c = 2.0 * 2 * 1.0**2
+    assert lvmkit.mmd2_biased(x, y, "imq").item() == pytest.approx(2 * (1 - c / (c + d2)))
+    with pytest.raises(ValueError, match=r"needs at least 2 samples on each side; got 1 and 1"):
+        lvmkit.mmd2_unbiased(x, y)
+    # the V-statistic = the U-statistic plus the diagonal terms it drops (n = 5, m = 4)
+    g = _gen(12)
+    a, b = torch.randn(5, 2, generator=g, dtype=DTYPE), torch.randn(4, 2, generator=g, dtype=DTYPE)
+    k = lambda u, v: torch.exp(-torch.cdist(u, v).pow(2) / 2)  # noqa: E731  rbf, scale 1
+    by_hand = ((k(a, a).sum() - 5) / 20) * 20 / 25 + 5 / 25 + ((k(b, b).sum() - 4) / 12) * 12 / 16 + 4 / 16 - 2 * k(a, b).mean()
+    assert lvmkit.mmd2_biased(a, b, "rbf").item() == pytest.approx(by_hand.item())
+    reg = lvmkit.REGULARIZERS.get("mmd")(weight=10.0)
+    penalty, terms = reg(x.float(), x.float(), None, 0, x.float())
+    assert torch.isfinite(penalty) and terms["mmd"].item() >= 0 and penalty.item() == pytest.approx(10 * terms["mmd"].item())
+
+
 # -- probabilistic PCA: a VAE with an exactly known likelihood -----------------------------------
 D, L, SIGMA = 5, 2, 0.5
 # "Exact" agreement in float64, loosened because the Gaussian likelihood stores log(sigma) as a

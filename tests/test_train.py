@@ -44,8 +44,16 @@ def test_loading_never_executes_code_from_a_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with open(tmp_path / "evil.pt", "wb") as f:
         torch.save({"format": "lvmkit-checkpoint-1", "model": _Exploit()}, f, pickle_module=pickle)
-    with pytest.raises(CheckpointError, match=r"truncated or corrupted"):
+    with pytest.raises(CheckpointError, match=r"evil.pt' is not an lvmkit checkpoint: it holds pickled Python objects .* refuses unread"):
         lvmkit.load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "PWNED").exists()
+    # a torch.save of a custom object and a plain pickle.dump: foreign files, refused unread
+    torch.save({"model": _Exploit()}, tmp_path / "model.pt")
+    with open(tmp_path / "plain.pkl", "wb") as f:
+        pickle.dump({"weights": [1.0, 2.0]}, f)
+    for name in ("model.pt", "plain.pkl"):
+        with pytest.raises(CheckpointError, match=rf"{name}' is not an lvmkit checkpoint: it holds pickled Python objects"):
+            lvmkit.load_checkpoint(tmp_path / name)
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -224,3 +232,60 @@ def test_data_outside_the_models_support_is_refused_with_advice_for_its_family(t
     gan = lvmkit.make_config({"data": data, "model": {"kind": "gan"}, "train": {"device": "cpu"}})
     with pytest.raises(lvmkit.ConfigError, match=r"The GAN model needs data in \[0.0, 1.0\] .*set data.scale = 'minmax'\.$"):
         lvmkit.train(gan, tmp_path / "gan", progress=False)
+
+
+def test_infovae_trains_when_the_last_batch_holds_one_example(tmp_path):
+    cfg = tiny_config(data={"limit": 60}, model={"kind": "infovae"}, train={"epochs": 1})
+    n_train = len(lvmkit.load_data(cfg.data, cfg.train.seed).train)
+    cfg = tiny_config(data={"limit": 60}, model={"kind": "infovae"}, train={"epochs": 1, "batch_size": n_train - 1})
+    assert n_train % cfg.train.batch_size == 1  # two batches: n_train - 1 examples, then one
+    run = lvmkit.train(cfg, tmp_path / "info", progress=False)
+    (record,) = run.read_metrics()
+    assert record["step"] == 2 and np.isfinite(record["train_loss"]) and np.isfinite(record["train_mmd"])
+
+
+def test_overwrite_replaces_a_run_and_refuses_other_directories(trained_run, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(trained_run.path, old)
+    (old / "figures").mkdir(exist_ok=True)
+    (old / "figures" / "stale.png").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"already holds a run; .* or replace it with --overwrite"):
+        lvmkit.Run.create(trained_run.config, old)
+    run = lvmkit.Run.create(trained_run.config, old, overwrite=True)
+    assert sorted(p.name for p in old.iterdir()) == ["config.toml", "meta.json"] and run.path == old
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"Refusing to overwrite '.*photos': it is not an lvmkit run directory \(no config.toml\)"):
+        lvmkit.Run.create(trained_run.config, other, overwrite=True)
+    assert (other / "cat.jpg").is_file()  # left untouched
+    assert lvmkit.Run.create(trained_run.config, tmp_path / "new", overwrite=True).path.is_dir()  # nothing to replace
+
+
+def test_opening_a_run_removes_temporary_files_of_interrupted_checkpoint_writes(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.path, run)
+    # the names core.checkpoint.save_checkpoint gives its temporary files
+    stale = [run / "checkpoints" / ".last.pt.k2j_x9.tmp", run / "checkpoints" / ".best.pt.a81b.tmp"]
+    for p in stale:
+        p.write_bytes(b"partial")
+    keep = sorted(p.name for p in (run / "checkpoints").iterdir() if p not in stale)
+    lvmkit.Run.open(run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == keep == ["best.pt", "last.pt"]
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path):
+    cfg = tiny_config()
+    ref = lvmkit.train(cfg, tmp_path / "ref", progress=False)
+    killed = lvmkit.Run.create(cfg, tmp_path / "killed")  # config.toml and meta.json, no checkpoint yet
+    killed.metrics_path.write_text('{"epoch": 1, "step": 3}\n')  # a record of the killed first epoch
+    run = lvmkit.resume(killed.path, progress=False)
+    a, b = (lvmkit.load_checkpoint(r.checkpoints / "last.pt")["model"] for r in (ref, run))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    untimed = lambda ms: [{k: v for k, v in m.items() if "seconds" not in k} for m in ms]  # noqa: E731
+    assert untimed(run.read_metrics()) == untimed(ref.read_metrics())
+    assert run.read_json("optimizers.json") == ref.read_json("optimizers.json")

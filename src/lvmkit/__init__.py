@@ -16,11 +16,11 @@ from lvmkit.core.config import (DataConfig, EvalConfig, ExperimentConfig, ModelC
 from lvmkit.models.corruption import CORRUPTIONS
 from lvmkit.data import SOURCES, Dataset, Split, load_data
 from lvmkit.models.distributions import kl_normal, kl_std_normal, log_normal, log_std_normal, logmeanexp, reparameterize
-from lvmkit.core.errors import CheckpointError, ConfigError, DataError, LvmkitError, TrainingDiverged
+from lvmkit.core.errors import CheckpointError, ConfigError, DataError, LvmkitError, LvmkitWarning, TrainingDiverged
 from lvmkit.analysis.evaluate import evaluate
 from lvmkit.models.kinds import MODEL_KINDS
 from lvmkit.models.likelihoods import LIKELIHOODS
-from lvmkit.models.mmd import KERNELS, mmd2_rbf_gaussians, mmd2_unbiased
+from lvmkit.models.mmd import KERNELS, mmd2_biased, mmd2_rbf_gaussians, mmd2_unbiased
 from lvmkit.core.contract import (CAPABILITIES, FAMILIES, AbstractModel, DensityModel, Encoder, Family, Forecaster, Generator,
                                   LossOutput, Reconstructor, capabilities)
 from lvmkit.core.optim import EMA, OPTIMIZERS, Optimizers
@@ -62,8 +62,8 @@ __all__ = [
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "Dataset", "EvalConfig", "ExperimentConfig",
     "AbstractModel", "GAN", "GAN_LOSSES", "GANConfig", "gradient_penalty", "Autoencoder", "AutoencoderConfig", "CAPABILITIES", "DensityModel", "EMA", "Encoder", "FAMILIES", "Family",
     "Forecaster", "Generator", "OPTIMIZERS", "OptimGroupConfig", "Optimizers", "Reconstructor", "Section", "Trainer",
-    "capabilities", "frechet_distance", "precision_recall", "quality", "LossOutput", "LvmkitError", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",
+    "capabilities", "frechet_distance", "precision_recall", "quality", "LossOutput", "LvmkitError", "LvmkitWarning", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",
     "TrainingDiverged", "apply_overrides", "build_model", "evaluate", "kl_normal", "kl_std_normal", "load_checkpoint",
     "load_config", "load_data", "log_normal", "log_std_normal", "logmeanexp", "make_config", "mmd2_rbf_gaussians",
-    "mmd2_unbiased", "reparameterize", "resume", "sample", "save_checkpoint", "train", "write_report", "__version__",
+    "mmd2_biased", "mmd2_unbiased", "reparameterize", "resume", "sample", "save_checkpoint", "train", "write_report", "__version__",
 ]

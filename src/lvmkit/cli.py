@@ -6,13 +6,14 @@ and exit with status 2; no traceback.
 from __future__ import annotations
 
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
-from lvmkit.core.errors import LvmkitError
+from lvmkit.core.errors import LvmkitError, LvmkitWarning
 
 app = typer.Typer(
     name="lvmkit",
@@ -36,6 +37,7 @@ def train(
     set_: SetOpt = [],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default: runs/KIND-DATA-TIME).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this run from its last checkpoint.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (its files are deleted).")] = False,
     report: Annotated[bool, typer.Option(help="Write report.html when training ends.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress.")] = False,
 ) -> None:
@@ -45,11 +47,18 @@ def train(
     from lvmkit.core.train import train as _train
 
     if resume is not None:
-        if config is not None or set_ or out is not None:
-            raise LvmkitError("--resume continues a run with its own config; do not pass CONFIG, --set or --out with it.")
+        if config is not None or set_ or out is not None or overwrite:
+            raise LvmkitError("--resume continues a run with its own config; do not pass CONFIG, --set, --out or --overwrite with it.")
         run = _resume(resume, progress=not quiet, report=report)
     else:
-        run = _train(load_config(config, set_), out, progress=not quiet, report=report)
+        cfg = load_config(config, set_)
+        if overwrite:
+            if out is None:
+                raise LvmkitError("--overwrite replaces the run in --out, but no --out was given; pass --out RUN_DIRECTORY.")
+            from lvmkit.core.run import clear_run_directory
+
+            clear_run_directory(out)  # after the config is validated: a typo does not cost the old run
+        run = _train(cfg, out, progress=not quiet, report=report)
     typer.echo(str(run.path))
 
 
@@ -133,7 +142,7 @@ def simulate_attpc(
     run: Annotated[Optional[int], typer.Option(help="Run number of the file name (default: 1 proton, 2 carbon, 3 other).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
 ) -> None:
-    """AT-TPC events of the 46Ar(p,p) experiment with attpc-engine (pip install 'lvmkit[attpc]'); prints the file."""
+    """AT-TPC events of the 46Ar(p,p) experiment with attpc-engine (pip install 'lvmkit\\[attpc]'); prints the file."""
     from lvmkit.data.attpc import simulate
 
     if n <= 0:
@@ -204,6 +213,8 @@ def probe(
     from lvmkit.analysis.probe import probe as _probe
 
     res = _probe(run, _int_list(labels, "--labels"), repeats, seed=seed)
+    for n, why in res["skipped"].items():
+        typer.echo(f"skipped {n} labels/class: {why}", err=True)
     for name, by_n in res["results"].items():
         for n, r in by_n.items():
             typer.echo(f"{name:>7} {n:>5} labels/class  macro f1 {r['macro_f1']['mean']:.3f} +- {r['macro_f1']['std']:.3f}"
@@ -236,7 +247,8 @@ def anomaly(
     run: Annotated[Path, typer.Argument(help="Run directory.")],
     score: Annotated[str, typer.Option(help="recon (reconstruction error), elbo (negative ELBO), latent-knn (distance to normal codes) or recon+knn.")] = "recon",
     target_fpr: Annotated[str, typer.Option(help="False-positive rates for thresholds chosen on normal validation data.")] = "0.1,0.002",
-    data: Annotated[Optional[Path], typer.Option(help=".npz with x to score and optional 0/1 anomaly labels y (default: the test split).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help=".npz with x to score and optional labels y, 0/1 anomaly flags (default: the test split).")] = None,
+    anomaly_label: Annotated[Optional[str], typer.Option(help="The label of y in --data that means anomaly (others are normal), for class labels that are not 0/1 flags.")] = None,
 ) -> None:
     """Anomaly scores, ROC / PR curves and thresholds; writes RUN/anomaly.json."""
     from lvmkit.analysis.anomaly import anomaly as _anomaly
@@ -245,7 +257,7 @@ def anomaly(
         rates = [float(v) for v in target_fpr.split(",") if v.strip()]
     except ValueError:
         raise LvmkitError(f"--target-fpr takes comma-separated rates such as 0.1,0.002; got {target_fpr!r}.") from None
-    res = _anomaly(run, score, rates, data_file=data)
+    res = _anomaly(run, score, rates, data_file=data, anomaly_label=anomaly_label)
     if "auroc" in res:
         typer.echo(f"AUROC {res['auroc']:.4f}  AUPRC {res['auprc']:.4f}")
         for r, v in res["at_target_fpr"].items():
@@ -300,22 +312,56 @@ def demo(
     typer.echo(f"report: {path}")
 
 
+def _click():
+    """The click that typer runs on: vendored as ``typer._click`` by recent typer, else click."""
+    from typer import core
+
+    vendored = getattr(core, "_click", None)
+    if vendored is not None:
+        return vendored
+    import click
+
+    return click
+
+
+def _warn_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning expected errors into one line and exit status 2.
 
-    Usage errors (unknown option, missing argument) are worded by typer and also exit 2.
+    Usage errors (unknown option, missing argument) are one line too, worded by typer, also
+    status 2; lvmkit's warnings (:class:`LvmkitWarning`) are one line on stderr.
     """
+    click = _click()
+    no_args_help = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: bare 'lvmkit'
     try:
-        app(args=argv, prog_name="lvmkit")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", LvmkitWarning)
+            warnings.showwarning = _warn_one_line
+            code = app(args=argv, prog_name="lvmkit", standalone_mode=False)
     except SystemExit as ex:
         return ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
+    except no_args_help as err:
+        if err.format_message().strip():  # typer's rich help has printed the help already
+            err.show()
+        return 2
+    except click.exceptions.ClickException as err:
+        ctx = getattr(err, "ctx", None)
+        where = ctx.command_path if ctx is not None else "lvmkit"
+        text = " ".join(err.format_message().split()).rstrip(".")
+        see = f" See '{where} --help'." if text.endswith("?") else f"; see '{where} --help'."  # after "Did you mean ...?"
+        print(f"error: {text}{see}", file=sys.stderr)
+        return 2
     except LvmkitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
+        code = 130
+    if code == 130:  # typer turns Ctrl-C into exit status 130 itself
         print("interrupted; a run can be continued with 'lvmkit train --resume RUN'", file=sys.stderr)
-        return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

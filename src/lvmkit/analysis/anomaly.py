@@ -7,6 +7,7 @@ lectures does this at 10% and 0.2%); the test set never chooses a threshold.
 from __future__ import annotations
 
 import abc
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from torch import Tensor
 
 from lvmkit.data import prepare_like
-from lvmkit.core.errors import DataError
+from lvmkit.core.errors import DataError, LvmkitWarning
 from lvmkit.core.contract import AbstractModel, DensityModel, Encoder, Reconstructor, require
 from lvmkit.core.registry import Registry
 from lvmkit.core.run import Run
@@ -105,7 +106,11 @@ class CombinedScore(AnomalyScore):
 
 
 def thresholds_at_fpr(normal_scores: np.ndarray, target_fpr: list[float]) -> dict[float, float]:
-    """For each rate r, the smallest threshold t with mean(normal_scores > t) <= r."""
+    """For each rate r, the smallest threshold t with mean(normal_scores > t) <= r.
+
+    Warns (:class:`LvmkitWarning`) when r < 1/n for n normal scores: no example may then lie
+    above the threshold, which becomes the largest score, whatever r is asked for.
+    """
     out = {}
     s = np.sort(normal_scores)
     n = len(s)
@@ -113,6 +118,10 @@ def thresholds_at_fpr(normal_scores: np.ndarray, target_fpr: list[float]) -> dic
         if not 0 < r < 1:
             raise DataError(f"Target false-positive rates must lie in (0, 1); got {r}.")
         k = int(np.floor(r * n))  # at most k normal examples may lie above the threshold
+        if k == 0:
+            warnings.warn(f"Target false-positive rate {r} is below 1/{n}, the smallest rate {n} normal validation examples "
+                          f"can resolve, so its threshold is just the largest validation score; ask for a rate of at least "
+                          f"{1 / n:.3g} or validate on more normal data.", LvmkitWarning, stacklevel=2)
         out[r] = float(s[n - k - 1]) if k < n else float(s[0])
     return out
 
@@ -131,12 +140,22 @@ def detection_metrics(scores: np.ndarray, is_anomaly: np.ndarray, thresholds: di
 
 
 def anomaly(run: Run | str | Path, score_name: str = "recon", target_fpr: list[float] = (0.1, 0.002), *,
-            data_file: str | Path | None = None, write: bool = True) -> dict:
-    """Score the run's test split (or the arrays in ``data_file``: ``x`` and optional 0/1
-    anomaly labels ``y``) and write ``RUN/anomaly.json`` with ROC and precision-recall figures.
+            data_file: str | Path | None = None, anomaly_label: int | float | str | None = None,
+            write: bool = True) -> dict:
+    """Score the run's test split (or the arrays in ``data_file``: ``x`` and optional labels
+    ``y``) and write ``RUN/anomaly.json`` with ROC and precision-recall figures.
 
     Labels of the run's own test split mark anomalies when the run was trained one-class
-    (``data.normal_class``): every other class is anomalous.
+    (``data.normal_class``): every other class is anomalous. Labels ``y`` of ``data_file`` must
+    be 0/1 anomaly flags, unless ``anomaly_label`` names the label that means anomaly (every
+    other label is normal). The random draws of stochastic scores (``elbo``) are seeded from the
+    run's seed, as in :func:`lvmkit.evaluate`, so repeated calls give the same numbers.
+
+    Raises:
+        DataError: unreadable ``data_file``, labels that are not 0/1 without ``anomaly_label``,
+            an ``anomaly_label`` the labels do not hold, or only one kind of test example.
+    Warns:
+        LvmkitWarning: a target rate below 1 / (number of normal validation examples).
     """
     run = run if isinstance(run, Run) else Run.open(run)
     score_cls = SCORES.get(score_name)  # fail early on an unknown name
@@ -157,14 +176,21 @@ def anomaly(run: Run | str | Path, score_name: str = "recon", target_fpr: list[f
         if x_raw is None:
             raise DataError(f"{str(p)!r} has no array 'x'; save the examples to score as x.")
         x = prepare_like(x_raw, data, origin=str(p))
-        is_anomaly = None if labels is None else np.asarray(labels).astype(bool)
+        if labels is None and anomaly_label is not None:
+            raise DataError(f"{str(p)!r} has no labels y for anomaly label {anomaly_label!r} to mark; save them as y, "
+                            "or leave out --anomaly-label to score only.")
+        is_anomaly = None if labels is None else _anomaly_flags(np.asarray(labels), anomaly_label, str(p))
         if is_anomaly is not None and len(is_anomaly) != len(x):
             raise DataError(f"{str(p)!r} has {len(x)} examples but {len(is_anomaly)} labels; give one 0/1 label per example.")
+    elif anomaly_label is not None:
+        raise DataError(f"An anomaly label ({anomaly_label!r}) applies to the labels y of a --data file, but none was given; "
+                        "pass --data FILE.npz, or leave out --anomaly-label to use the run's test split.")
     else:
         x = data.test.x
         normal = run.config.data.normal_class
         is_anomaly = None if (normal is None or data.test.y is None) else (data.test.y.numpy() != normal)
     model.eval()
+    torch.manual_seed(run.config.train.seed + 1)  # stochastic scores (elbo) repeat, as in evaluate
     scorer = SCORES.get(score_name)().fit(model, data.evaluated_train().x, data.val.x)
     val_scores, test_scores = scorer(model, data.val.x), scorer(model, x)
     thr = thresholds_at_fpr(val_scores, list(target_fpr))
@@ -188,3 +214,25 @@ def anomaly(run: Run | str | Path, score_name: str = "recon", target_fpr: list[f
         fig = figures.anomaly_curves(test_scores, is_anomaly, curves, thr, out.get("auroc"), out.get("auprc"))
         fig.savefig(run.figures / "anomaly.png", dpi=110, bbox_inches="tight")
     return out
+
+
+def _anomaly_flags(labels: np.ndarray, anomaly_label, origin: str) -> np.ndarray:
+    """Boolean anomaly flags from a file's labels: 0/1 flags, or ``labels == anomaly_label``."""
+    values = np.unique(labels)
+    shown = ", ".join(str(v) for v in values[:10]) + (", ..." if len(values) > 10 else "")
+    if anomaly_label is None:
+        if labels.dtype.kind not in "biuf" or not np.isin(values, [0, 1]).all():
+            raise DataError(f"Labels y of {origin!r} must be 0/1 anomaly flags, but they hold {len(values)} values ({shown}); "
+                            "pass --anomaly-label VALUE (anomaly_label=) to name the label that means anomaly.")
+        return labels.astype(bool)
+    target = anomaly_label
+    if labels.dtype.kind in "biuf" and isinstance(anomaly_label, str):
+        try:
+            target = float(anomaly_label)
+        except ValueError:
+            target = None
+    elif labels.dtype.kind == "U":
+        target = str(anomaly_label)
+    if target is None or not np.any(labels == target):
+        raise DataError(f"Anomaly label {anomaly_label!r} is not among the labels y of {origin!r} ({shown}); pass one of them.")
+    return labels == target

@@ -69,7 +69,14 @@ def run_probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray], y_train
 
 def probe(run: Run | str | Path, labels: list[int] = (10, 100, 1000), repeats: int = 5, *, seed: int = 0,
           baselines: bool = True, write: bool = True) -> dict:
-    """Few-label probes on a run's test split; writes ``RUN/probe.json`` and a learning-curve figure."""
+    """Few-label probes on a run's test split; writes ``RUN/probe.json`` and a learning-curve figure.
+
+    A budget larger than the smallest class's training examples is skipped and noted under
+    ``"skipped"`` (budget -> reason); ``"labels"`` lists the budgets probed.
+
+    Raises:
+        DataError: no labels, non-positive budgets or repeats, or no budget the data can supply.
+    """
     from lvmkit.analysis.latent import LatentEncoder
 
     run = run if isinstance(run, Run) else Run.open(run)
@@ -79,6 +86,14 @@ def probe(run: Run | str | Path, labels: list[int] = (10, 100, 1000), repeats: i
     data = run.data()
     if data.train.y is None or data.test.y is None:
         raise DataError(f"The data of run {str(run.path)!r} has no labels, so probe metrics cannot be computed; supply labels (data.y_key).")
+    classes, counts = np.unique(data.train.y.numpy(), return_counts=True)
+    smallest = int(counts.argmin())
+    skipped = {str(n): f"class {classes[smallest]} has only {counts[smallest]} labelled training examples"
+               for n in labels if n > counts[smallest]}
+    if len(skipped) == len(labels):
+        raise DataError(f"Class {classes[smallest]} has only {counts[smallest]} labelled training examples, fewer than the "
+                        f"{labels[0]} per class asked for; ask for fewer labels (e.g. --labels 10,50).")
+    labels = [n for n in labels if str(n) not in skipped]
     enc = LatentEncoder(run).fit()
     xtr, xte = data.evaluated_train().x.numpy(), data.test.x.numpy()
     train = {"latent": enc.transform(xtr)}
@@ -89,7 +104,8 @@ def probe(run: Run | str | Path, labels: list[int] = (10, 100, 1000), repeats: i
         train.update(raw=flat_tr, pca=pca.transform(flat_tr))
         test.update(raw=flat_te, pca=pca.transform(flat_te))
     results = run_probe(train, test, data.train.y.numpy(), data.test.y.numpy(), labels, repeats, seed)
-    out = {"labels": labels, "repeats": repeats, "n_test": len(xte), "class_names": data.class_names, "results": results}
+    out = {"labels": labels, "repeats": repeats, "n_test": len(xte), "class_names": data.class_names, "results": results,
+           "skipped": skipped}
     if write:
         run.write_json("probe.json", out)
         from lvmkit.report import figures

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,13 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         raise
 
 
+def _is_plain_pickle(path: Path) -> bool:
+    """A pickle.dump file (protocol 2-5 header), not torch's zip format nor random bytes."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return not zipfile.is_zipfile(path) and len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
@@ -51,8 +60,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {str(path)!r} does not exist; train the run first or check the path.")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch notes a pickle protocol it did not write; the load decides
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, bad pickle opcodes, refused globals
+        text = str(err)
+        # The weights-only unpickler refuses a pickled class or function (any zip), or the
+        # opcodes of a plain pickle.dump file (no zip): a foreign file, not a damaged one.
+        if "Weights only load failed" in text and ("unsupported global" in text.lower() or _is_plain_pickle(path)):
+            raise CheckpointError(
+                f"{str(path)!r} is not an lvmkit checkpoint: it holds pickled Python objects (as torch.save of a whole model "
+                "or pickle.dump writes), which lvmkit refuses unread because loading them can run code; pass a file from "
+                "a run's checkpoints/ folder."
+            ) from None
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"Checkpoint {str(path)!r} is truncated or corrupted ({reason}); "

@@ -275,6 +275,8 @@ def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file into a dict, with one-sentence errors for a missing or invalid file."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"Config file {str(p)!r} is a directory; pass the path of a TOML file in it, such as configs/vae_digits.toml.")
     if not p.is_file():
         raise ConfigError(f"Config file {str(p)!r} does not exist; pass the path of a TOML file such as configs/vae_digits.toml.")
     try:

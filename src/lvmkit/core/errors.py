@@ -24,3 +24,8 @@ class CheckpointError(LvmkitError):
 
 class TrainingDiverged(LvmkitError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class LvmkitWarning(UserWarning):
+    """A request lvmkit carried out, but whose result may not mean what was asked (the CLI prints
+    it as one line on stderr and carries on)."""

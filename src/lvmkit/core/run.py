@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -41,6 +42,31 @@ def _git_revision() -> str | None:
         return None
 
 
+def clear_run_directory(path: str | Path) -> None:
+    """Delete the contents of run directory ``path`` so a new run can take its place (nothing to
+    do when it is missing or empty).
+
+    Raises:
+        CheckpointError: ``path`` is a file, or a non-empty directory without config.toml (not
+            an lvmkit run: it is left untouched).
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise CheckpointError(f"Run directory {str(path)!r} is a file, not a directory; pass a directory path as --out.")
+    if not any(path.iterdir()):
+        return
+    if not (path / "config.toml").is_file():
+        raise CheckpointError(f"Refusing to overwrite {str(path)!r}: it is not an lvmkit run directory (no config.toml); "
+                              "pass an empty or new directory as --out.")
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 class Run:
     """Handle on a run directory. Create with :meth:`create`, reopen with :meth:`open`."""
 
@@ -67,8 +93,20 @@ class Run:
 
     # -- creation -----------------------------------------------------------------------------
     @classmethod
-    def create(cls, config: ExperimentConfig, out: str | Path | None = None, root: str | Path = "runs") -> "Run":
-        """Make a new run directory and write the resolved config and metadata into it."""
+    def create(cls, config: ExperimentConfig, out: str | Path | None = None, root: str | Path = "runs", *,
+               overwrite: bool = False) -> "Run":
+        """Make a new run directory and write the resolved config and metadata into it.
+
+        Args:
+            config: the resolved experiment.
+            out: the run directory (default: ROOT/KIND-DATA-TIME, never an existing one).
+            root: the parent of default run directories.
+            overwrite: when ``out`` already holds a run, delete its contents first.
+
+        Raises:
+            CheckpointError: ``out`` holds a run and ``overwrite`` is False, or ``overwrite`` is
+                True but ``out`` is a non-empty directory that is not a run (no config.toml).
+        """
         if out is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             base = Path(root) / f"{config.model.kind}-{config.data.name}-{stamp}"
@@ -77,8 +115,11 @@ class Run:
                 path, i = Path(f"{base}-{i}"), i + 1
         else:
             path = Path(out)
-            if (path / "config.toml").exists():
-                raise CheckpointError(f"Run directory {str(path)!r} already holds a run; choose another --out or resume it with --resume {path}.")
+            if overwrite:
+                clear_run_directory(path)
+            elif (path / "config.toml").exists():
+                raise CheckpointError(f"Run directory {str(path)!r} already holds a run; choose another --out, resume it with "
+                                      f"--resume {path}, or replace it with --overwrite.")
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.toml").write_text(config.to_toml())
         meta = {"config_format": CONFIG_FORMAT, "command": sys.argv, "cwd": os.getcwd(), "seed": config.train.seed, "versions": _versions(),
@@ -95,6 +136,11 @@ class Run:
         if not (path / "config.toml").is_file():
             raise CheckpointError(f"{str(path)!r} is not a run directory (no config.toml); pass the directory that 'lvmkit train' printed.")
         doc = read_toml(path / "config.toml")
+        # Temporary files of checkpoint writes a kill interrupted (core.checkpoint.save_checkpoint)
+        # are never read: drop them, or every kill leaves a checkpoint-sized file behind.
+        if (path / "checkpoints").is_dir():
+            for tmp in (path / "checkpoints").glob(".*.pt.*.tmp"):
+                tmp.unlink(missing_ok=True)
         meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
         if meta.get("config_format", 1) < CONFIG_FORMAT:
             doc = migrate_v1(doc)

@@ -332,7 +332,12 @@ def resume(path: str | Path, *, progress: bool = True, report: bool = False, cal
     data = run.data()
     model = _build(cfg, data, device)
     trainer = Trainer(run, data.to(device), model, cfg.train, device, progress, callbacks)
-    trainer.restore(run.checkpoints / "last.pt")
+    last = run.checkpoints / "last.pt"
+    if last.is_file():
+        trainer.restore(last)
+    else:  # killed before its first checkpoint: start again from step 0, as train() does
+        run.metrics_path.unlink(missing_ok=True)
+        run.write_json("optimizers.json", trainer.opt.settings)
     trainer._log(f"resuming {run.path} at epoch {trainer.epoch}, step {trainer.step}")
     trainer.fit()
     if report:

@@ -37,6 +37,13 @@ def mmd2_unbiased(x: Tensor, y: Tensor, kernel: str = "imq", scale: float = 1.0)
     return sxx + syy - 2.0 * kxy.mean()
 
 
+def mmd2_biased(x: Tensor, y: Tensor, kernel: str = "imq", scale: float = 1.0) -> Tensor:
+    """Biased (V-statistic) estimate of MMD^2 (Gretton et al., eq. 5): never negative and defined
+    for a single sample on each side, where :func:`mmd2_unbiased` is not."""
+    k = KERNELS.get(kernel)
+    return k(x, x, scale).mean() + k(y, y, scale).mean() - 2.0 * k(x, y, scale).mean()
+
+
 def mmd2_rbf_gaussians(delta: float, sigma: float, dim: int, scale: float) -> float:
     """Closed-form MMD^2 between N(mu1, sigma^2 I) and N(mu2, sigma^2 I), |mu1 - mu2| = delta,
     under the RBF kernel of bandwidth ``scale``: with s = scale^2 + 2 sigma^2,

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from lvmkit.models.distributions import kl_std_normal
-from lvmkit.models.mmd import mmd2_unbiased
+from lvmkit.models.mmd import mmd2_biased, mmd2_unbiased
 from lvmkit.core.registry import Registry
 from lvmkit.core.schedules import linear_warmup
 
@@ -86,7 +86,11 @@ class KLRegularizer(Regularizer):
 
 @REGULARIZERS.register("mmd")
 class MMDRegularizer(Regularizer):
-    """lambda * MMD^2(q(z), N(0, I)) on the batch's codes (InfoVAE, Zhao et al. 2017; WAE-MMD)."""
+    """lambda * MMD^2(q(z), N(0, I)) on the batch's codes (InfoVAE, Zhao et al. 2017; WAE-MMD).
+
+    The unbiased estimate needs two codes; a batch of one (the last batch when the split size
+    leaves a remainder of 1) gets the biased estimate instead, which is defined for one code.
+    """
 
     def __init__(self, weight: float = 10.0, kernel: str = "imq", scale: float = 1.0, warmup_steps: int = 0) -> None:
         super().__init__()
@@ -101,5 +105,5 @@ class MMDRegularizer(Regularizer):
 
     def forward(self, z, mean, logvar, step, x):
         prior = torch.randn_like(z)
-        mmd = mmd2_unbiased(z, prior, self.kernel, self.scale)
+        mmd = (mmd2_unbiased if len(z) > 1 else mmd2_biased)(z, prior, self.kernel, self.scale)
         return self.weight * linear_warmup(step, self.warmup_steps) * mmd, {"mmd": mmd}
