@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 import lvmkit
@@ -63,3 +64,10 @@ def test_report_renders_in_headless_chromium(trained_run, tmp_path):
     m = re.search(r"<title>IMAGES (\d+) LOADED (\d+)</title>", res.stdout)
     assert m, res.stdout[:500] + res.stderr[-2000:]
     assert m.group(1) == m.group(2) == "6"  # as test_report_embeds_every_figure counts
+
+
+def test_sample_grids_of_either_storage_read_as_grey_levels():
+    from lvmkit.report import _grey
+
+    np.testing.assert_allclose(_grey(np.array([0, 51, 255], dtype=np.uint8)), [0.0, 0.2, 1.0])
+    np.testing.assert_allclose(_grey(np.array([0.0, 0.2, 1.0], dtype=np.float32)), [0.0, 0.2, 1.0])

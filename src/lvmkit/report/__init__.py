@@ -116,6 +116,11 @@ def _recon(ctx: _Context) -> str | None:
     return _section("Reconstructions", ctx.figure("reconstructions", fig, "test inputs and their reconstructions (posterior mean code)"))
 
 
+def _grey(x: np.ndarray) -> np.ndarray:
+    """Sample grids are stored as uint8 grey levels (float in [0, 1] in runs of early versions)."""
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+
 def _samples(ctx: _Context) -> str | None:
     if not ctx.has(Generator):
         return None
@@ -129,7 +134,7 @@ def _samples(ctx: _Context) -> str | None:
     grids = sorted((ctx.run.path / "samples").glob("epoch_*.npy")) if (ctx.run.path / "samples").is_dir() else []
     if grids:
         keep = grids if len(grids) <= 12 else [grids[i] for i in np.linspace(0, len(grids) - 1, 12).round().astype(int)]
-        rows = [(int(p.stem.split("_")[1]), np.load(p).astype(np.float32) / 255.0) for p in keep]
+        rows = [(int(p.stem.split("_")[1]), _grey(np.load(p))) for p in keep]
         body += ctx.figure("epoch_samples", figures.epoch_samples(rows),
                            "samples from the same fixed noise as training went on (raw weights, one row per epoch)")
     return _section("Samples", body)
