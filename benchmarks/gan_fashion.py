@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--epochs", default="conv VAE (prior samples)=10,DCGAN=8,WGAN-GP=4",
                     help="NAME=EPOCHS,... (the configs' own counts need a GPU or hours)")
     ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (training and scoring)")
     ap.add_argument("--reuse", default="", help="NAME=RUN,...: score an existing run instead of training")
     ap.add_argument("--only", default=None, help="comma-separated model names to (re)run; the others are kept from --json")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench-quality")
@@ -51,7 +52,7 @@ def main() -> None:
         if name not in only:
             continue
         cfg = lvmkit.load_config(REPO / "configs" / config,
-                                 [*sets, f"train.epochs={epochs[name]}", f"train.threads={args.threads}", "train.device=cpu"])
+                                 [*sets, f"train.epochs={epochs[name]}", f"train.threads={args.threads}", f"train.device={args.device}"])
         reuse = dict(item.split("=", 1) for item in args.reuse.split(",") if item)
         t0 = time.perf_counter()
         if name in reuse:
@@ -60,7 +61,7 @@ def main() -> None:
         else:
             run = lvmkit.train(cfg, args.out / f"{config.removesuffix('.toml')}-{int(time.time())}", progress=True)
             train_seconds = time.perf_counter() - t0
-        q = lvmkit.quality(run, args.n, progress=True)
+        q = lvmkit.quality(run, args.n, device=args.device, progress=True)
         results["models"][name] = {"config": config, "overrides": sets, "epochs": int(epochs[name]),
                                    "train_seconds": round(train_seconds, 1), "run": str(run.path), **q}
         print(f"{name}: FD {q['frechet_distance']:.3f} (floor {q['floor']['frechet_distance']:.3f}) "
