@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from lvmkit.core.checkpoint import load_checkpoint, save_checkpoint
 from lvmkit.core.errors import CheckpointError, ConfigError, DataError
 from lvmkit.core.run import Run
-from lvmkit.data import load_data
+from lvmkit.data import Split, batches, load_data
 
 #: Names the classifier's architecture (:class:`FeatureNet`) and training protocol (Adam 1e-3,
 #: batch 128, 10 epochs clipped to [300, 4000] steps, seed 0); bump it whenever either changes,
@@ -212,14 +212,13 @@ def _train(data, classes: list[int], device: str, progress: bool) -> tuple[Featu
     gen = torch.Generator().manual_seed(0)
     if progress:
         print(f"Training the feature classifier ({steps} steps; cached for later runs)...", file=sys.stderr)
+    labelled = Split(train.x, y)
     step = 0
-    while step < steps:
-        order = torch.randperm(len(train), generator=gen)
-        for i in range(0, len(order), 128):
+    while step < steps:  # passes over the data in lvmkit's shuffled mini-batches
+        for xb, yb in batches(labelled, 128, shuffle=True, generator=gen):
             if step == steps:
                 break
-            idx = order[i : i + 128]
-            loss = nn.functional.cross_entropy(net(train.x[idx].to(device)), y[idx].to(device))
+            loss = nn.functional.cross_entropy(net(xb.to(device)), yb.to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()

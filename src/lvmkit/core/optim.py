@@ -12,7 +12,6 @@ are dropped (a GAN's Adam betas when the user picks SGD).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,7 +199,7 @@ def lr_factor(schedule: str, step: int, planned: float, final: float) -> float:
         return 1.0
     from lvmkit.core.schedules import cosine_decay
 
-    return cosine_decay(step, planned if math.isfinite(planned) else step + 1, final)
+    return cosine_decay(step, planned, final)
 
 
 __all__ = ["EMA", "OPTIMIZERS", "OPTIMIZER_KEYS", "OptimizerSpec", "Optimizers", "check_keys", "lr_factor", "resolve_group"]
