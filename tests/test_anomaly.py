@@ -36,9 +36,11 @@ def test_thresholds_and_rates_equal_hand_counts():
     lab = np.array([0, 1, 1, 0, 1, 0, 1, 1], bool)
     m = detection_metrics(test, lab, thr)
     # threshold 7: flagged (strictly above) are 7.5, 10, 8.5, all anomalies: TPR 3/5, FPR 0/3
-    assert m["at_target_fpr"]["0.2"] == {"threshold": 7.0, "tpr": 3 / 5, "fpr": 0.0}
+    assert m["at_target_fpr"]["0.2"] == {"threshold": 7.0, "tpr": 3 / 5, "fpr": 0.0,
+                                         "confusion": {"tn": 3, "fp": 0, "fn": 2, "tp": 3}}
     # threshold 3.5: flagged 7, 7.5, 3.6, 10, 8.5: anomalies 4 of 5, normals 1 (3.6) of 3
-    assert m["at_target_fpr"]["0.5"] == {"threshold": 3.5, "tpr": 4 / 5, "fpr": 1 / 3}
+    assert m["at_target_fpr"]["0.5"] == {"threshold": 3.5, "tpr": 4 / 5, "fpr": 1 / 3,
+                                         "confusion": {"tn": 2, "fp": 1, "fn": 1, "tp": 4}}
     # AUROC by pair counting: of 5 x 3 (anomaly, normal) pairs the anomaly scores higher in 14
     # (3.5 < 3.6 is the one it loses)
     assert m["auroc"] == pytest.approx(14 / 15) and m["anomaly_fraction"] == 5 / 8
@@ -153,7 +155,7 @@ def test_elbo_score_and_one_class_errors(trained_run, tmp_path):
     assert res["validation_fpr"]["0.1"] <= 0.1 and res["flagged"]["0.1"] > 0
     with pytest.raises(DataError, match=r"applies to the labels y of a --data file, but none was given"):
         lvmkit.anomaly(trained_run, "recon", [0.1], anomaly_label=3, write=False)
-    with pytest.raises(DataError, match=r"data.normal_class = 42 is not a label of the training data"):
+    with pytest.raises(DataError, match=r"data.normal_class = 42 is not a label of the data"):
         lvmkit.load_data(lvmkit.make_config({"data": {"normal_class": 42}}).data)
     with pytest.raises(DataError, match=r"--normal-class takes a class label or 'all'"):
         lvmkit.one_class(lvmkit.make_config({}), "shoes", tmp_path)

@@ -88,6 +88,10 @@ def test_demo_prints_the_report_path(capsys, tmp_path):
     assert code == 0, err
     assert out.strip() == f"report: {tmp_path / 'demo' / 'report.html'}"
     assert (tmp_path / "demo" / "eval.json").is_file()
+    # the picture's 2-D codes and the 8-D companion are both probed against PCA of equal width and raw pixels
+    wide = tmp_path / "demo-latent8"
+    assert json.loads((wide / "probe.json").read_text())["widths"] == {"latent": 8, "raw": 64, "pca": 8}
+    assert "the model's 2-number codes" in err and "the model's 8-number codes" in err and "the 64 raw inputs" in err
 
 
 def _npz(tmp_path, name, x):

@@ -92,7 +92,7 @@ def test_pack_rejects_bad_series_with_one_clear_sentence(case, pattern):
 def _csv(tmp_path: Path, text: str) -> dict:
     p = tmp_path / "s.csv"
     p.write_text(text)
-    return {"name": "csv", "scale": "none", "path": str(p)}
+    return {"name": "series-csv", "scale": "none", "path": str(p)}
 
 
 GOOD_ROWS = "".join(f"s{i},{t},{t * (i + 1)},{1 - t}\n" for i in range(6) for t in (0, 1, 2, 3))

@@ -42,7 +42,8 @@ from lvmkit.analysis.probe import probe
 from lvmkit.models.ode import SOLVERS, ODESolver, SolverError
 # Subpackages that register data sources and model families when imported.
 from lvmkit.data import attpc  # noqa: E402  data.name = "attpc"
-from lvmkit.data import series as _series  # noqa: E402,F401  data.name = spirals/circle/cubic-spiral/csv
+from lvmkit.data import series as _series  # noqa: E402,F401  data.name = spirals/circle/cubic-spiral/series-csv
+from lvmkit.data import table as _table  # noqa: E402,F401  data.name = "csv"
 from lvmkit.models import timeseries  # noqa: E402  latent-ode/rnn/neural-ode
 from lvmkit.analysis.forecast import forecast
 

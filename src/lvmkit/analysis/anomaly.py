@@ -127,14 +127,17 @@ def thresholds_at_fpr(normal_scores: np.ndarray, target_fpr: list[float]) -> dic
 
 
 def detection_metrics(scores: np.ndarray, is_anomaly: np.ndarray, thresholds: dict[float, float]) -> dict:
-    """AUROC, AUPRC, and the test TPR/FPR at each validation-chosen threshold."""
+    """AUROC, AUPRC, and at each validation-chosen threshold the test TPR, FPR and confusion
+    matrix (counts of normal/anomalous examples below/above it)."""
     if is_anomaly.all() or not is_anomaly.any():
         raise DataError("Anomaly metrics need both normal and anomalous test examples; the labels mark "
                         f"{int(is_anomaly.sum())} of {len(is_anomaly)} as anomalies.")
     at = {}
     for r, t in thresholds.items():
         flagged = scores > t
-        at[str(r)] = {"threshold": t, "tpr": float(flagged[is_anomaly].mean()), "fpr": float(flagged[~is_anomaly].mean())}
+        at[str(r)] = {"threshold": t, "tpr": float(flagged[is_anomaly].mean()), "fpr": float(flagged[~is_anomaly].mean()),
+                      "confusion": {"tn": int((~flagged & ~is_anomaly).sum()), "fp": int((flagged & ~is_anomaly).sum()),
+                                    "fn": int((~flagged & is_anomaly).sum()), "tp": int((flagged & is_anomaly).sum())}}
     return {"auroc": float(roc_auc_score(is_anomaly, scores)), "auprc": float(average_precision_score(is_anomaly, scores)),
             "anomaly_fraction": float(is_anomaly.mean()), "at_target_fpr": at}
 

@@ -67,6 +67,23 @@ def run_probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray], y_train
     return results
 
 
+def describe(out: dict) -> str:
+    """One sentence on what a probe's numbers mean: the codes against PCA of equal width (the
+    gap is what the nonlinear encoder adds) and against the raw inputs (what a linear classifier
+    gets from every input value), at each budget probed."""
+    res, widths, budgets = out["results"], out.get("widths", {}), out["labels"]
+
+    def f1(name: str) -> str:
+        return "/".join(f"{res[name][str(n)]['macro_f1']['mean']:.2f}" for n in budgets)
+
+    text = (f"Macro F1 of a linear probe at {'/'.join(map(str, budgets))} labels per class: "
+            f"the model's {widths.get('latent', '?')}-number codes {f1('latent')}")
+    if "pca" in res:
+        text += (f", PCA of the same width {f1('pca')} (the gap is what the nonlinear encoder adds), "
+                 f"the {widths.get('raw', '?')} raw inputs {f1('raw')} (what a linear classifier gets from everything)")
+    return text + "."
+
+
 def probe(run: Run | str | Path, labels: list[int] = (10, 100, 1000), repeats: int = 5, *, seed: int = 0,
           baselines: bool = True, write: bool = True) -> dict:
     """Few-label probes on a run's test split; writes ``RUN/probe.json`` and a learning-curve figure.
@@ -104,8 +121,9 @@ def probe(run: Run | str | Path, labels: list[int] = (10, 100, 1000), repeats: i
         train.update(raw=flat_tr, pca=pca.transform(flat_tr))
         test.update(raw=flat_te, pca=pca.transform(flat_te))
     results = run_probe(train, test, data.train.y.numpy(), data.test.y.numpy(), labels, repeats, seed)
+    widths = {name: int(np.prod(f.shape[1:])) for name, f in train.items()}
     out = {"labels": labels, "repeats": repeats, "n_test": len(xte), "class_names": data.class_names, "results": results,
-           "skipped": skipped}
+           "skipped": skipped, "widths": widths}
     if write:
         run.write_json("probe.json", out)
         from lvmkit.report import figures

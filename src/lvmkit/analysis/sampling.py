@@ -12,19 +12,27 @@ from lvmkit.core.run import Run
 
 
 def sample(run: Run | str | Path, n: int = 64, out: str | Path | None = None, *, seed: int = 0,
-           device: str = "cpu") -> np.ndarray:
+           device: str = "cpu", units: str = "model") -> np.ndarray:
     """Return ``n`` samples (means of p(x|z), z ~ N(0, I)) of shape (n, *input_shape).
 
-    With ``out``, also write them: ``.png`` as an image grid (image data only), ``.npy`` as
-    an array, ``.csv`` as rows (tabular data only).
+    ``units = "model"`` gives them as the model sees data (after ``data.scale``); ``"data"``
+    maps them back to the data's own units with the training split's scaling. With ``out``,
+    also write them: ``.png`` as an image grid (image data only, model units), ``.npy`` as an
+    array, ``.csv`` as rows (tabular data only).
     """
     if n <= 0:
         raise ConfigError(f"The number of samples must be positive, got {n}; pass e.g. --n 64.")
+    if units not in ("model", "data"):
+        raise ConfigError(f"Sample units must be 'model' or 'data', got {units!r}; pass --units model or --units data.")
     run = run if isinstance(run, Run) else Run.open(run)
     model = run.load_model("best", device)
     series = "a series model forecasts instead: use 'lvmkit forecast RUN --input FILE --until T'"
     require(model, Generator, "lvmkit sample", series if isinstance(model, Forecaster) else None)
     x = model.sample(n, generator=torch.Generator(device=device).manual_seed(seed)).cpu().numpy()
+    if out is not None and Path(out).suffix.lower() == ".png" and units == "data":
+        raise ConfigError("A .png grid shows samples as grey levels in model units; write .npy or .csv with --units data.")
+    if units == "data":
+        x = run.scaler().inverse(x)
     if out is not None:
         out = Path(out)
         suffix = out.suffix.lower()

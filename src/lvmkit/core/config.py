@@ -32,11 +32,20 @@ class DataConfig(_Section):
     x_key: str = "x"
     y_key: str = "y"
     binarize: Literal["none", "static", "dynamic"] = "none"
-    scale: Literal["minmax", "none"] = "minmax"
-    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    # Fitted on the training split (lvmkit.data.scaling); unset: "global" for images, "minmax"
+    # per feature for tables, the source's own for packed series.
+    scale: Optional[Literal["minmax", "standard", "global", "none"]] = None
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     limit: Optional[int] = Field(None, gt=0)
+    # One-class protocol: train and validate on this class alone. With anomaly_split, the
+    # normal examples are split by the fractions and every other example goes to the test set
+    # (the fraud detector of the ML lectures); without it the test split is a random share.
     normal_class: Optional[int] = None
+    anomaly_split: bool = False
+    # Tables (data.name = "csv"): the label column and columns to ignore.
+    label_column: Optional[str] = None
+    drop_columns: list[str] = Field(default_factory=list)
     # Time series (lvmkit.timeseries): simulators' sizes (None = the source's own default) and
     # the long-format CSV reader's columns and held-out targets.
     n_series: Optional[int] = Field(None, gt=0)
@@ -300,3 +309,19 @@ def migrate_v1(doc: dict[str, Any]) -> dict[str, Any]:
         fields = _family_config(model).model_fields
         out["model"] = {k: v for k, v in model.items() if k in fields}
     return out
+
+
+def migrate(doc: dict[str, Any], config_format: int) -> dict[str, Any]:
+    """A run's stored config in today's terms. Format 1: every family's model keys (see
+    :func:`migrate_v1`). Format 2: ``data.scale = "minmax"`` meant one range over all features
+    (today's ``"global"``) and ``data.name = "csv"`` read long-format series (``"series-csv"``)."""
+    if config_format < 2:
+        doc = migrate_v1(doc)
+    if config_format < 3 and isinstance(doc.get("data"), dict):
+        doc = dict(doc)
+        data = doc["data"] = dict(doc["data"])
+        if data.get("scale", "minmax") == "minmax":
+            data["scale"] = "global"
+        if data.get("name") == "csv":
+            data["name"] = "series-csv"
+    return doc

@@ -14,13 +14,14 @@ from typing import Any
 import torch
 
 from lvmkit.core.checkpoint import load_checkpoint
-from lvmkit.core.config import ExperimentConfig, make_config, migrate_v1, read_toml
+from lvmkit.data.scaling import Scaler
+from lvmkit.core.config import ExperimentConfig, make_config, migrate, read_toml
 from lvmkit.data import Dataset, load_data
 from lvmkit.core.errors import CheckpointError
 from lvmkit.core.contract import AbstractModel
 
-#: how config.toml is written: 2 = one typed [model] table per family (see core.config.migrate_v1)
-CONFIG_FORMAT = 2
+#: how config.toml is written: 3 = per-family [model] tables, per-feature data.scale (see core.config.migrate)
+CONFIG_FORMAT = 3
 
 
 def _versions() -> dict[str, str]:
@@ -142,8 +143,7 @@ class Run:
             for tmp in (path / "checkpoints").glob(".*.pt.*.tmp"):
                 tmp.unlink(missing_ok=True)
         meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
-        if meta.get("config_format", 1) < CONFIG_FORMAT:
-            doc = migrate_v1(doc)
+        doc = migrate(doc, meta.get("config_format", 1))
         return cls(path, make_config(doc))
 
     # -- contents -----------------------------------------------------------------------------
@@ -152,6 +152,12 @@ class Run:
         if self._data is None:
             self._data = load_data(self.config.data, self.config.train.seed)
         return self._data
+
+    def scaler(self) -> Scaler:
+        """The data scaling fitted on the training split (RUN/scaling.json; runs written before
+        it was stored refit it from their data)."""
+        stored = self.read_json("scaling.json")
+        return Scaler.from_state(stored) if stored else self.data().scaler
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.is_file():

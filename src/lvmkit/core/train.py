@@ -57,16 +57,21 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**63 - 1)
 
 
-def _check_compatible(model: AbstractModel, data: Dataset) -> None:
+def _check_compatible(model: AbstractModel, data: Dataset) -> list[str]:
+    """Raise if the training data leave the model's support; return notes for the log on
+    validation/test values outside it (which the likelihood reads clipped)."""
     support = model.data_support
-    if support is not None:
-        lo, hi = float(data.train.x.min()), float(data.train.x.max())
-        if lo < support[0] or hi > support[1]:
-            raise ConfigError(
-                f"The {type(model).__name__} model needs data in {list(support)} but the training data "
-                f"spans [{lo:.3g}, {hi:.3g}]; set data.scale = 'minmax'"
-                + (" or model.likelihood = 'gaussian'." if hasattr(model, "likelihood") else ".")
-            )
+    if support is None:
+        return []
+    lo, hi = float(data.train.x.min()), float(data.train.x.max())
+    if lo < support[0] or hi > support[1]:
+        raise ConfigError(
+            f"The {type(model).__name__} model needs data in {list(support)} but the training data "
+            f"spans [{lo:.3g}, {hi:.3g}]; set data.scale = 'minmax'"
+            + (" or model.likelihood = 'gaussian'." if hasattr(model, "likelihood") else ".")
+        )
+    return [f"{k}: {n} values lie outside the training range and are read clipped to {list(support)}"
+            for k, n in data.info.get("out_of_range", {}).items() if n]
 
 
 @torch.no_grad()
@@ -311,11 +316,14 @@ def train(config: ExperimentConfig, out: str | Path | None = None, *, progress: 
     device = _setup(config.train)
     data = load_data(config.data, config.train.seed)
     model = _build(config, data, device)
-    _check_compatible(model, data)
+    notes = _check_compatible(model, data)
     run = Run.create(config, out)
     run._data = data
     trainer = Trainer(run, data.to(device), model, config.train, device, progress, callbacks)
     run.write_json("optimizers.json", trainer.opt.settings)
+    run.write_json("scaling.json", {**data.info["scaler"], "out_of_range": data.info["out_of_range"]})
+    for note in notes:
+        trainer._log(note)
     trainer.fit()
     if report:
         from lvmkit.report import write_report

@@ -1,13 +1,14 @@
 """Data sets: a registry of sources, validation, a seeded split, scaling and binarization.
 
-A source returns raw arrays; :func:`load_data` turns them into float32 tensors in [0, 1]
-(unless ``scale = "none"``) split into train / val / test. Images are (N, C, H, W); tabular
+A source returns raw arrays; :func:`load_data` splits them into train / val / test and scales
+them with statistics of the training split (:mod:`lvmkit.data.scaling`). Images are (N, C, H, W); tabular
 data is (N, D).
 """
 from __future__ import annotations
 
 import gzip
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -17,8 +18,9 @@ import torch
 from torch import Tensor
 
 from lvmkit.core.config import DataConfig
-from lvmkit.core.errors import DataError
+from lvmkit.core.errors import ConfigError, DataError, LvmkitWarning
 from lvmkit.core.registry import Registry
+from lvmkit.data.scaling import Scaler, fit_scaler
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -34,6 +36,9 @@ class RawData:
     origin: str = ""
     class_names: Optional[list[str]] = None
     info: dict = field(default_factory=dict)  # passed on to Dataset.info (e.g. display hints)
+    # A source whose arrays need a scaling of their own (packed series: times and mask codes
+    # stay as they are) names it here; data.scale may then only be left unset or name it.
+    scale: Optional[str] = None
 
 
 SOURCES: Registry[Callable[[DataConfig], RawData]] = Registry("data set")
@@ -130,15 +135,16 @@ def _hdf5(cfg: DataConfig) -> RawData:
     return RawData(x, y, origin=str(p))
 
 
-def _validate(x: np.ndarray, y: Optional[np.ndarray], origin: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
+def _validate(x: np.ndarray, y: Optional[np.ndarray], origin: str, min_examples: int = 3) -> tuple[np.ndarray, Optional[np.ndarray]]:
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.issubdtype(x.dtype, np.complexfloating):
         raise DataError(f"Data in {origin} has dtype {x.dtype}; expected a real numeric array.")
     if x.ndim not in (2, 3, 4):
         raise DataError(
             f"Data in {origin} has shape {x.shape}; expected (N, D) tabular, (N, H, W) or (N, C, H, W) images."
         )
-    if x.shape[0] < 3:
-        raise DataError(f"Data in {origin} has {x.shape[0]} examples; at least 3 are needed to split train/val/test.")
+    if x.shape[0] < min_examples:
+        need = "at least 3 are needed to split train/val/test" if min_examples == 3 else f"at least {min_examples} are needed"
+        raise DataError(f"Data in {origin} has {x.shape[0]} examples; {need}.")
     if np.issubdtype(x.dtype, np.floating):
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         if bad:
@@ -184,6 +190,11 @@ class Dataset:
     info: dict = field(default_factory=dict)
 
     @property
+    def scaler(self) -> Scaler:
+        """The scaling fitted on the training split (``data.scale``)."""
+        return Scaler.from_state(self.info["scaler"])
+
+    @property
     def is_image(self) -> bool:
         return len(self.shape) == 3
 
@@ -215,81 +226,92 @@ def load_data(cfg: DataConfig, seed: int = 0) -> Dataset:
     origin = raw.origin or cfg.name
     x, y = _validate(np.asarray(raw.x), raw.y, origin)
     rng = np.random.default_rng(seed)
+    if cfg.normal_class is not None and y is None:
+        raise DataError(f"data.normal_class needs labels, but the data in {origin} has none; supply labels (data.y_key or data.label_column).")
+    if cfg.anomaly_split and cfg.normal_class is None:
+        raise ConfigError("data.anomaly_split sends every example outside data.normal_class to the test set, but "
+                          "data.normal_class is not set; set it to the label of the normal examples.")
+    anomalies = np.zeros(len(x), dtype=bool) if not cfg.anomaly_split else (y != cfg.normal_class)
     if raw.test_x is not None:
         tx, ty = _validate(np.asarray(raw.test_x), raw.test_y, origin)
         order = rng.permutation(len(x))
         if cfg.limit:
             order = order[: cfg.limit]
             tx, ty = tx[: max(1, cfg.limit // 5)], None if ty is None else ty[: max(1, cfg.limit // 5)]
+        moved, order = order[anomalies[order]], order[~anomalies[order]]
         n_val = max(1, int(round(cfg.val_fraction * len(order))))
         idx = {"val": order[:n_val], "train": order[n_val:]}
         parts = {k: (x[v], None if y is None else y[v]) for k, v in idx.items()}
-        parts["test"] = (tx, ty)
+        parts["test"] = (np.concatenate([tx, x[moved]]), None if ty is None else np.concatenate([ty, y[moved]]))
     else:
         order = rng.permutation(len(x))
         if cfg.limit:
             order = order[: cfg.limit]
+        moved, order = order[anomalies[order]], order[~anomalies[order]]
         n = len(order)
         n_test = max(1, int(round(cfg.test_fraction * n)))
         n_val = max(1, int(round(cfg.val_fraction * n)))
         if n - n_test - n_val < 1:
-            raise DataError(f"Data in {origin} has {n} examples, too few for the val/test fractions; supply more data.")
-        idx = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+            raise DataError(f"Data in {origin} has {n} examples, too few for data.val_fraction = {cfg.val_fraction} and "
+                            f"data.test_fraction = {cfg.test_fraction} (their sum must leave training examples); supply more "
+                            "data or lower the fractions.")
+        idx = {"test": np.concatenate([order[:n_test], moved]), "val": order[n_test : n_test + n_val],
+               "train": order[n_test + n_val :]}
         parts = {k: (x[v], None if y is None else y[v]) for k, v in idx.items()}
 
     info: dict = dict(raw.info, seed=seed)
     if cfg.normal_class is not None:
         # One-class protocol: train and validate on the normal class alone; test on everything.
-        if y is None:
-            raise DataError(f"data.normal_class needs labels, but the data in {origin} has none; supply labels (data.y_key).")
-        present = sorted(set(np.unique(parts["train"][1]).tolist()))
+        present = sorted(set(np.unique(parts["train"][1]).tolist()) | set(np.unique(parts["test"][1]).tolist()))
         if cfg.normal_class not in present:
-            raise DataError(f"data.normal_class = {cfg.normal_class} is not a label of the training data; choose one of {present}.")
+            raise DataError(f"data.normal_class = {cfg.normal_class} is not a label of the data; choose one of {present}.")
         for k in ("train", "val"):
             xs, ys = parts[k]
             keep = ys == cfg.normal_class
             parts[k] = (xs[keep], ys[keep])
+        if len(parts["train"][0]) == 0:
+            raise DataError(f"data.normal_class = {cfg.normal_class} leaves no training examples; choose a class the data holds.")
         info["normal_class"] = cfg.normal_class
 
-    # Scaling to [0, 1]: 8-bit data by 255, other data by the training split's range.
-    xtr = parts["train"][0]
-    if cfg.scale == "minmax":
-        if xtr.dtype == np.uint8:
-            lo, hi = 0.0, 255.0
-        else:
-            lo, hi = float(np.min(xtr)), float(np.max(xtr))
-            if 0.0 <= lo and hi <= 1.0:
-                lo, hi = 0.0, 1.0  # already in range: leave untouched
-        info["scale"] = [lo, hi]
-        span = hi - lo if hi > lo else 1.0
-        conv = lambda a: np.clip((a.astype(np.float32) - lo) / span, 0.0, 1.0)  # noqa: E731
-    else:
-        conv = lambda a: a.astype(np.float32)  # noqa: E731
-    splits = {k: Split(torch.from_numpy(np.ascontiguousarray(conv(a))), None if b is None else torch.from_numpy(b))
-              for k, (a, b) in parts.items()}
+    # Scaling fitted on the training split alone, then applied unchanged to every split.
+    if raw.scale is not None and cfg.scale not in (None, raw.scale):
+        raise ConfigError(f"data.name = {cfg.name!r} scales its data itself ({raw.scale!r}), so data.scale = {cfg.scale!r} "
+                          "cannot apply; remove data.scale.")
+    scaler = fit_scaler(cfg.scale or raw.scale, parts["train"][0])
+    info["scaler"] = scaler.state()
+    scaled = {k: scaler.transform(a) for k, (a, _) in parts.items()}
+    info["out_of_range"] = {k: scaler.out_of_range(a) for k, a in scaled.items() if k != "train"}
+    splits = {k: Split(torch.from_numpy(np.ascontiguousarray(scaled[k])), None if b is None else torch.from_numpy(b))
+              for k, (_, b) in parts.items()}
 
     if cfg.binarize != "none":
         lo_, hi_ = float(splits["train"].x.min()), float(splits["train"].x.max())
         if lo_ < 0 or hi_ > 1:
-            raise DataError(f"data.binarize = {cfg.binarize!r} needs values in [0, 1], got [{lo_:.3g}, {hi_:.3g}]; set data.scale = 'minmax'.")
+            raise DataError(f"data.binarize = {cfg.binarize!r} needs values in [0, 1], got [{lo_:.3g}, {hi_:.3g}]; set data.scale = 'global' or 'minmax'.")
         # Static: every split once. Dynamic: val/test once here, train re-sampled each epoch.
         for i, k in enumerate(("train", "val", "test")):
             if cfg.binarize == "static" or k != "train":
-                splits[k] = Split(_binarize(splits[k].x, seed * 7919 + i), splits[k].y)
+                splits[k] = Split(_binarize(splits[k].x.clamp(0.0, 1.0), seed * 7919 + i), splits[k].y)
     return Dataset(splits["train"], splits["val"], splits["test"], tuple(x.shape[1:]), cfg.binarize, origin,
                    raw.class_names, info)
 
 
 def prepare_like(x: np.ndarray, dataset: Dataset, seed: int = 0, origin: str = "the given array") -> Tensor:
-    """Validate and preprocess new data exactly as ``dataset`` was (scaling, binarization)."""
-    x, _ = _validate(np.asarray(x), None, origin)
+    """Validate and preprocess new data exactly as ``dataset`` was (the training split's scaling,
+    binarization); values outside the training range are counted in a warning, not clipped."""
+    x, _ = _validate(np.asarray(x), None, origin, min_examples=1)
     if tuple(x.shape[1:]) != tuple(dataset.shape):
         raise DataError(f"Data in {origin} has examples of shape {tuple(x.shape[1:])}, but the model was trained on {tuple(dataset.shape)}.")
-    if "scale" in dataset.info:
-        lo, hi = dataset.info["scale"]
-        x = np.clip((x.astype(np.float32) - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+    scaler = dataset.scaler
+    x = scaler.transform(x)
+    outside = scaler.out_of_range(x)
+    if outside:
+        warnings.warn(f"{outside} values in {origin} lie outside the training data's range (scaled outside [0, 1]); "
+                      "they are kept as they are (a Bernoulli likelihood reads them clipped).", LvmkitWarning, stacklevel=2)
     out = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    return _binarize(out, seed) if dataset.binarize != "none" else out
+    if dataset.binarize != "none":
+        out = _binarize(out.clamp(0.0, 1.0), seed)
+    return out
 
 
 def batches(split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,

@@ -44,15 +44,17 @@ class Bernoulli(Likelihood):
     def from_config(cls, cfg) -> "Bernoulli":
         return cls()
 
+    # Targets are clamped to the support: validation, test or new data scaled with the training
+    # split's range may leave [0, 1] (load_data counts them; the trainer logs the count).
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
-        bce = F.binary_cross_entropy_with_logits(params, x, reduction="none")
+        bce = F.binary_cross_entropy_with_logits(params, x.clamp(0.0, 1.0), reduction="none")
         return -bce.flatten(1).sum(1)
 
     def mean(self, params: Tensor) -> Tensor:
         return torch.sigmoid(params)
 
     def mean_nll(self, params: Tensor, x: Tensor) -> Tensor:
-        return _BernoulliNLL.apply(params, x) / params.shape[0]
+        return _BernoulliNLL.apply(params, x.clamp(0.0, 1.0)) / params.shape[0]
 
 
 class _BernoulliNLL(torch.autograd.Function):

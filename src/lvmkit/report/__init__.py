@@ -213,7 +213,9 @@ def _probe(ctx: _Context) -> str | None:
         for n, r in by_n.items():
             rows[f"{name}, {n} labels/class"] = (f"macro f1 {r['macro_f1']['mean']:.3f} +- {r['macro_f1']['std']:.3f}, "
                                                  f"accuracy {r['accuracy']['mean']:.3f} +- {r['accuracy']['std']:.3f}")
-    body = _table(rows)
+    from lvmkit.analysis.probe import describe
+
+    body = f"<p>{html.escape(describe(res))}</p>" + _table(rows)
     if (ctx.run.figures / "probe.png").is_file():
         body += _image_file(ctx, "probe.png", "probe metrics against the number of labelled examples per class")
     return _section("Few-label probes (probe.json)", body)
@@ -243,9 +245,21 @@ def _anomaly(ctx: _Context) -> str | None:
         for r, v in res["at_target_fpr"].items():
             rows[f"target fpr {r}"] = f"threshold {v['threshold']:.4g}: test TPR {v['tpr']:.3f}, test FPR {v['fpr']:.3f}"
     body = _table(rows)
+    matrices = [_confusion(r, v) for r, v in res.get("at_target_fpr", {}).items() if "confusion" in v]
+    if matrices:
+        body += "<p>Confusion matrices of the test data at each threshold (rows: true class; columns: decision)</p>"
+        body += "<div style='display:flex;gap:2em;flex-wrap:wrap'>" + "".join(matrices) + "</div>"
     if (ctx.run.figures / "anomaly.png").is_file():
         body += _image_file(ctx, "anomaly.png", "anomaly scores with thresholds chosen on normal validation data; ROC and precision-recall")
     return _section("Anomaly detection (anomaly.json)", body)
+
+
+def _confusion(rate: str, at: dict) -> str:
+    c = at["confusion"]
+    cells = [("normal", c["tn"], c["fp"]), ("anomalous", c["fn"], c["tp"])]
+    rows = "".join(f"<tr><th>{name}</th><td>{below}</td><td>{above}</td></tr>" for name, below, above in cells)
+    return (f"<table><caption>target FPR {html.escape(rate)} (score &gt; {at['threshold']:.4g})</caption>"
+            f"<tr><th></th><th>called normal</th><th>called anomalous</th></tr>{rows}</table>")
 
 
 def _quality(ctx: _Context) -> str | None:
