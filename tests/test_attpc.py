@@ -2,14 +2,17 @@
 streaming converter and its bad-input handling, and (with the extra installed) the simulator."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 import tracemalloc
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
 
-from lvmkit import DataError, LvmkitError, attpc
+from lvmkit import ConfigError, DataError, LvmkitError, attpc
 
 from conftest import CONFIGS
 
@@ -319,6 +322,165 @@ def test_simulated_events_are_labelled_reproducible_and_readable(tmp_path):
             assert e.points[:, 3].max() <= 4095
     stats = attpc.convert([proton, carbon, other], tmp_path / "sim.h5", min_points=1)
     assert stats["events"] == 9 and stats["per_class"] == {"proton": 3, "carbon": 2, "other": 4}
+
+
+# ---- simulator: beam, gas and fields; progress -------------------------------------------------
+
+@pytest.mark.parametrize("field, value, message", [
+    ("beam_energy_mev", -5.0, r"^AttpcSetup.beam_energy_mev \(--beam-energy\) must be a positive finite number of MeV, "
+                              r"got -5.0; give the 46Ar beam's total kinetic energy, not per nucleon"),
+    ("pressure_torr", 0.0, r"^AttpcSetup.pressure_torr \(--pressure\) must be a positive finite number of Torr, got 0.0;"),
+    ("pressure_torr", "19.2", r"\(--pressure\) must be .*, got '19.2';"),
+    ("efield_v_per_m", float("nan"), r"^AttpcSetup.efield_v_per_m \(--e-field\) must be a positive finite number of V/m, got nan;"),
+    ("bfield_t", -1.0, r"^AttpcSetup.bfield_t \(--b-field\) must be a non-negative finite number of T, got -1.0; .* or 0 for no field\.$"),
+    ("bfield_t", float("inf"), r"\(--b-field\) must be .*, got inf;"),
+])
+def test_setup_rejects_impossible_beam_gas_and_fields(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        attpc.AttpcSetup(**{field: value})
+    assert attpc.AttpcSetup(bfield_t=0).bfield_t == 0  # the magnet off is a setup
+
+
+_SIM = ["simulate", "attpc", "--reaction", "proton", "--n", "2"]
+
+
+def test_simulate_command_passes_beam_gas_fields_and_progress_to_the_simulator(tmp_path, capsys, monkeypatch):
+    import typer
+
+    from lvmkit.cli import app, main
+
+    calls = []
+
+    def simulate(reaction, n, out, seed, **kwargs):
+        calls.append(kwargs)
+        return out / "run_0001.h5"
+
+    monkeypatch.setattr(attpc, "simulate", simulate)  # the command imports it from lvmkit.data.attpc
+    assert main([*_SIM, "--out", str(tmp_path), "--beam-energy", "150", "--pressure", "30.5", "--e-field", "8000",
+                 "--b-field", "0"]) == 0
+    assert main([*_SIM, "--out", str(tmp_path), "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "run_0001.h5")] * 2
+    given, default = calls
+    assert given["setup"] == attpc.AttpcSetup(beam_energy_mev=150.0, pressure_torr=30.5, efield_v_per_m=8000.0, bfield_t=0.0)
+    assert default["setup"] == attpc.AttpcSetup()
+    assert given["progress"] is True and default["progress"] is False
+    # The help states the units and the setup's own defaults.
+    command = typer.main.get_command(app).commands["simulate"].commands["attpc"]
+    helps = {p.name: p.help for p in command.params}
+    setup = attpc.AttpcSetup()
+    for name, field, unit in [("beam_energy", "beam_energy_mev", "in MeV, total, not per nucleon"),
+                              ("pressure", "pressure_torr", "in Torr"), ("e_field", "efield_v_per_m", "in V/m"),
+                              ("b_field", "bfield_t", "in T")]:
+        assert unit in helps[name] and f"default: {getattr(setup, field):g}" in helps[name], name
+
+
+@pytest.mark.parametrize("option, value, field, words", [
+    ("--beam-energy", "-5", "beam_energy_mev", "positive finite number of MeV, got -5.0"),
+    ("--pressure", "0", "pressure_torr", "positive finite number of Torr, got 0.0"),
+    ("--e-field", "inf", "efield_v_per_m", "positive finite number of V/m, got inf"),
+    ("--b-field", "nan", "bfield_t", "non-negative finite number of T, got nan"),
+])
+def test_simulate_command_rejects_impossible_values_in_one_line(tmp_path, capsys, option, value, field, words):
+    from lvmkit.cli import main
+
+    assert main([*_SIM, "--out", str(tmp_path / "sim"), option, value]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert err.startswith(f"error: AttpcSetup.{field} ({option}) must be a {words}; give ")
+    assert not (tmp_path / "sim").exists()
+
+
+def _record_detector(monkeypatch) -> list:
+    """Wrap attpc-engine's per-event detector simulation to record its 4-momenta, vertex and config."""
+    import attpc_engine.detector.simulator as engine
+
+    detect, calls = engine.simulate, []
+
+    def record(momenta, vertex, proton_numbers, mass_numbers, config, *args):
+        calls.append(SimpleNamespace(momenta=momenta.copy(), vertex=vertex.copy(), config=config))
+        return detect(momenta, vertex, proton_numbers, mass_numbers, config, *args)
+
+    monkeypatch.setattr(engine, "simulate", record)  # lvmkit imports it at each call
+    return calls
+
+
+def _kinetic(momenta):
+    """Kinetic energies (MeV) of rows (px, py, pz, E): E minus the invariant mass."""
+    return momenta[:, 3] - np.sqrt(momenta[:, 3] ** 2 - (momenta[:, :3] ** 2).sum(axis=1))
+
+
+def test_beam_energy_and_pressure_set_the_energy_at_the_vertex(tmp_path, monkeypatch):
+    pytest.importorskip("attpc_engine", reason="install the AT-TPC extra: pip install 'lvmkit[attpc]'")
+    from attpc_engine import nuclear_map
+    from spyral_utils.nuclear.target import GasTarget
+
+    ar46, isobutane = nuclear_map.get_data(18, 46), [(6, 12, 4), (1, 1, 10)]  # C4H10 as (Z, A, atoms)
+    calls = _record_detector(monkeypatch)
+    setups = {"default": attpc.AttpcSetup(), "faster": attpc.AttpcSetup(beam_energy_mev=300.0),
+              "denser": attpc.AttpcSetup(pressure_torr=22.0), "fields": attpc.AttpcSetup(efield_v_per_m=5000.0, bfield_t=0.5),
+              "stopping": attpc.AttpcSetup(pressure_torr=100.0)}
+    first, depth = {}, {}
+    for name, setup in setups.items():
+        start = len(calls)
+        path = attpc.simulate("proton", 2, tmp_path / name, seed=11, setup=setup)
+        meta = json.loads(h5py.File(path).attrs["lvmkit_simulation"])
+        assert meta["setup"] == dataclasses.asdict(setup)
+        depth[name], first[name] = meta["vertex_depth_m"], calls[start]
+        gas = GasTarget(isobutane, setup.pressure_torr, nuclear_map)
+        for call in calls[start:]:
+            det = call.config.det_params
+            assert (det.efield, det.bfield, det.gas_target.pressure) == (setup.efield_v_per_m, setup.bfield_t, setup.pressure_torr)
+            assert call.vertex[2] <= depth[name]
+            # Rows: target (at rest), 46Ar beam, ejectile, 46Ar residual. The beam reaches the vertex
+            # with what the gas leaves it, and elastic scattering (Q = 0) shares exactly that.
+            t = _kinetic(call.momenta)
+            at_vertex = setup.beam_energy_mev - gas.get_energy_loss(ar46, setup.beam_energy_mev, call.vertex[2:])[0]
+            assert t[1] == pytest.approx(at_vertex, rel=1e-9) and t[2] + t[3] == pytest.approx(t[1], rel=1e-6)
+    # In these setups the beam crosses the whole drift length, so a seed draws the same vertex and
+    # centre-of-mass angle: a faster beam gives a faster proton, a denser gas slows the beam more.
+    assert depth["default"] == depth["faster"] == depth["denser"] == 1.0
+    assert first["faster"].vertex[2] == first["denser"].vertex[2] == first["default"].vertex[2]
+    assert _kinetic(first["faster"].momenta)[2] > 1.2 * _kinetic(first["default"].momenta)[2]
+    assert _kinetic(first["denser"].momenta)[1] < _kinetic(first["default"].momenta)[1]
+    # At 100 Torr the beam stops after about a quarter of the drift length: vertices are drawn
+    # uniformly up to there, the same draw as in 1 m shrunk to that depth.
+    assert depth["stopping"] == pytest.approx(GasTarget(isobutane, 100.0, nuclear_map).get_range(ar46, 211.6))
+    assert 0.2 < depth["stopping"] < 0.3
+    assert first["stopping"].vertex[2] == pytest.approx(first["default"].vertex[2] * depth["stopping"], rel=1e-12)
+
+
+def test_magnetic_field_bends_the_proton_track(tmp_path):
+    pytest.importorskip("attpc_engine", reason="install the AT-TPC extra: pip install 'lvmkit[attpc]'")
+    spread = []
+    for b in (0.0, 1.68, 3.0):  # the same seed: the same proton, in a stronger field each time
+        path = attpc.simulate("proton", 1, tmp_path / str(b), seed=0, setup=attpc.AttpcSetup(bfield_t=b))
+        with h5py.File(path) as f:
+            xy = f["cloud/cloud_0"][:, :2][f["cloud/labels_0"][()] == 2]  # the ejectile's points on the pad plane
+        s = np.linalg.svd(xy - xy.mean(axis=0), compute_uv=False)
+        spread.append(s[1] / s[0])  # 0 for a straight line; grows as the track curls
+    assert spread[0] < 0.15 < spread[1] < spread[2]
+
+
+def test_progress_goes_to_stderr_and_leaves_stdout_to_the_file(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("attpc_engine", reason="install the AT-TPC extra: pip install 'lvmkit[attpc]'")
+    from lvmkit.cli import main
+
+    for var in ("FORCE_COLOR", "TTY_COMPATIBLE"):  # rich would take these for a terminal
+        monkeypatch.delenv(var, raising=False)
+    attpc.simulate("carbon", 2, tmp_path / "api", seed=1)
+    assert capsys.readouterr() == ("", "")  # library use is quiet
+    cmd = ["simulate", "attpc", "--reaction", "carbon", "--out", str(tmp_path / "cli")]
+    path = f"{tmp_path / 'cli' / 'run_0002.h5'}\n"
+    assert main([*cmd, "--n", "12"]) == 0  # captured stderr is no terminal: a line per tenth done, as a log wants
+    out, err = capsys.readouterr()
+    assert out == path
+    assert err.splitlines() == [f"simulating carbon events: {k}/12" for k in (2, 3, 4, 5, 6, 8, 9, 10, 11, 12)]
+    assert main([*cmd, "--n", "2", "--force", "--quiet"]) == 0
+    assert capsys.readouterr() == (path, "")
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich's switch: stderr is a terminal
+    assert main([*cmd, "--n", "2", "--force"]) == 0
+    out, err = capsys.readouterr()
+    assert out == path and "simulating carbon events" in err and "2/2" in err and "\x1b[" in err  # the bar
 
 
 def test_convert_command_then_train_report_and_probe_on_the_set(tmp_path, capsys):

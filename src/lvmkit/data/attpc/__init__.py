@@ -5,6 +5,8 @@
     from lvmkit import attpc
     p = attpc.simulate("proton", 500, "sim/")            # needs pip install 'lvmkit[attpc]'
     c = attpc.simulate("carbon", 500, "sim/", noise_events=250)
+    hot = attpc.simulate("proton", 500, "sim-hot/",      # MeV (total), Torr, V/m, T; progress on stderr
+                         setup=attpc.AttpcSetup(beam_energy_mev=250.0, pressure_torr=25.0), progress=True)
     stats = attpc.convert([p, c], "attpc.h5", projection="xy")
     for event in attpc.read_spyral(p, min_points=50):     # real Spyral files read the same way
         image = attpc.project(event.points, "xy")         # (128, 128) float32 in [0, 1]

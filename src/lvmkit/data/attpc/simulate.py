@@ -22,14 +22,23 @@ Classes (labels 0, 1, 2; :data:`~lvmkit.attpc.spyral.CLASS_NAMES`):
 
 Events that leave no point above threshold (a track hidden on the beam pads, say) are drawn
 again, as a trigger would never record them, so a file holds exactly the events asked for.
+
+The beam energy, gas pressure and fields are :class:`AttpcSetup` fields in attpc-engine's
+units (MeV of total kinetic energy, Torr, V/m, T); ``lvmkit simulate attpc`` sets them with
+``--beam-energy``, ``--pressure``, ``--e-field`` and ``--b-field``.
 """
 from __future__ import annotations
 
 import json
+import math
+import sys
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from numbers import Real
 from types import SimpleNamespace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -46,6 +55,16 @@ _MAX_DRAWS = 1000
 _INSTALL = "pip install 'lvmkit[attpc]'"
 
 
+# The parameters a physicist changes: (CLI option, unit, whether 0 is allowed, what to give).
+_CHECKED = {
+    "beam_energy_mev": ("--beam-energy", "MeV", False,
+                        "give the 46Ar beam's total kinetic energy, not per nucleon (4.6 MeV/u is 211.6 MeV)"),
+    "pressure_torr": ("--pressure", "Torr", False, "give the isobutane pressure, e.g. 19.2"),
+    "efield_v_per_m": ("--e-field", "V/m", False, "give the drift field's magnitude, e.g. 9500"),
+    "bfield_t": ("--b-field", "T", True, "give the magnetic field's magnitude, e.g. 1.68, or 0 for no field"),
+}
+
+
 @dataclass(frozen=True)
 class AttpcSetup:
     """Detector, gas and beam of NSCL experiment e15503b, the 46Ar(p,p) data of the thesis and
@@ -53,7 +72,11 @@ class AttpcSetup:
 
     Values marked "example" are attpc-engine's getting-started values, kept where the
     experiment's own are not at hand; ``diffusion_v`` there is for deuterium, and isobutane,
-    a cool gas, likely diffuses less.
+    a cool gas, likely diffuses less. Units are attpc-engine's: ``beam_energy_mev`` is the
+    beam's total kinetic energy (``KinematicsPipeline(beam_energy=...)``), ``pressure_torr``
+    the gas pressure (spyral-utils' ``GasTarget``), ``efield_v_per_m`` and ``bfield_t`` the
+    magnitudes of the fields along the beam axis (``DetectorParams``). These four are checked
+    when the setup is built (a ``ConfigError`` names the field and its CLI option).
     """
 
     # 4.6 MeV/u 46Ar. attpc-engine slows the beam in the gas up to the vertex but has no
@@ -76,6 +99,15 @@ class AttpcSetup:
     window_tb: int = 250
     adc_threshold: int = 40  # (example)
 
+    def __post_init__(self):
+        for name, (option, unit, zero_ok, hint) in _CHECKED.items():
+            value = getattr(self, name)
+            if not (isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+                    and (value > 0 or zero_ok and value == 0)):
+                kind = "non-negative" if zero_ok else "positive"
+                raise ConfigError(f"AttpcSetup.{name} ({option}) must be a {kind} finite number of {unit}, got "
+                                  f"{value!r}; {hint}.")
+
 
 def _engine():
     try:
@@ -95,7 +127,14 @@ def _engine():
     return SimpleNamespace(**locals())
 
 
-def _pipelines(e: SimpleNamespace, setup: AttpcSetup, gas, names: list[str], rng: np.random.Generator) -> dict:
+def _vertex_depth(e: SimpleNamespace, setup: AttpcSetup, gas) -> float:
+    """How deep (m) vertices are drawn: the drift length, or less where the beam stops in the gas
+    (attpc-engine would draw vertices past that point and give them a beam of no energy)."""
+    return min(setup.length_m, float(gas.get_range(e.nuclear_map.get_data(*BEAM), setup.beam_energy_mev)))
+
+
+def _pipelines(e: SimpleNamespace, setup: AttpcSetup, gas, depth: float, names: list[str],
+               rng: np.random.Generator) -> dict:
     out = {}
     for name in names:
         light = e.nuclear_map.get_data(*REACTIONS[name])
@@ -104,12 +143,37 @@ def _pipelines(e: SimpleNamespace, setup: AttpcSetup, gas, names: list[str], rng
             [e.ExcitationGaussian(0.0, 0.0)],  # elastic: the 46Ar stays in its ground state
             [e.PolarUniform(0.0, np.pi)],  # isotropic in the centre-of-mass frame
             beam_energy=setup.beam_energy_mev,
-            target_material=e.KinematicsTargetMaterial(material=gas, z_range=(0.0, setup.length_m),
+            target_material=e.KinematicsTargetMaterial(material=gas, z_range=(0.0, depth),
                                                           rho_sigma=setup.rho_sigma_m),
         )
         pipeline.rng = rng  # the pipeline draws from its own default_rng(); ours makes runs repeat
         out[name] = pipeline
     return out
+
+
+@contextmanager
+def _progress(enabled: bool, total: int, description: str) -> Iterator[Callable[[], None]]:
+    """Yields a function to call once per event done. On an interactive terminal it moves a bar
+    on stderr, with the columns training shows; in a log it prints a line per tenth done."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)  # stdout is left to the caller (the CLI prints the file there)
+    if enabled and console.is_terminal:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda: bar.advance(task)
+        return
+    done = 0
+
+    def advance() -> None:
+        nonlocal done
+        done += 1
+        if enabled and done * 10 // total > (done - 1) * 10 // total:  # a tenth more is done
+            print(f"{description}: {done}/{total}", file=sys.stderr, flush=True)
+
+    yield advance
 
 
 def _plan(reaction: str, n: int, noise_events: int, on_track: float, rng: np.random.Generator) -> list:
@@ -123,7 +187,7 @@ def _plan(reaction: str, n: int, noise_events: int, on_track: float, rng: np.ran
 
 def simulate(reaction: str, n: int, out: Path | str, seed: int = 0, *, noise_events: int = 0,
              on_track: float = 0.5, setup: AttpcSetup = AttpcSetup(), run: Optional[int] = None,
-             overwrite: bool = False) -> Path:
+             overwrite: bool = False, progress: bool = False) -> Path:
     """Simulate labelled AT-TPC events and write them as one Spyral point-cloud file.
 
     Args:
@@ -133,16 +197,21 @@ def simulate(reaction: str, n: int, out: Path | str, seed: int = 0, *, noise_eve
         seed: seeds every random draw; the same seed gives the same file.
         noise_events: "other" events added after the ``n`` proton or carbon events.
         on_track: share of "other" events whose noise lies on a track (the rest are noise alone).
-        setup: detector, gas and beam; defaults to the 46Ar(p,p) experiment.
+        setup: detector, gas and beam; defaults to the 46Ar(p,p) experiment. Change the beam
+            energy, pressure or fields with e.g. ``AttpcSetup(beam_energy_mev=150.0)``; where the
+            beam stops in the gas before the end of the drift length, vertices are drawn only
+            up to where it stops.
         run: run number of the file; default 1 for proton, 2 for carbon, 3 for other, so the
             three classes can share a folder.
         overwrite: replace an existing file instead of refusing.
+        progress: show the events done on stderr (a bar on a terminal, a line per tenth in a log).
 
     Returns:
         The path of the written file. Each ``cloud_<event>`` carries a ``label`` attribute
         (0 proton, 1 carbon, 2 other), ``track`` (the reaction drawn, or "none") and
         ``noise_hits``; ``labels_<event>`` gives each point's origin (2 ejectile,
-        3 46Ar residual, -1 noise).
+        3 46Ar residual, -1 noise). The file's ``lvmkit_simulation`` attribute holds the
+        arguments, the whole setup, the vertex depth and the attpc-engine version as JSON.
 
     Raises:
         ConfigError: an unknown reaction or an impossible count or share.
@@ -176,7 +245,8 @@ def simulate(reaction: str, n: int, out: Path | str, seed: int = 0, *, noise_eve
         e.PadParams(),  # the pad plane bundled with attpc-engine (10,240 pads)
     )
     plan = _plan(reaction, n, noise_events, on_track, rng)
-    pipelines = _pipelines(e, setup, gas, sorted({t for _, t, _ in plan if t}), rng)
+    depth = _vertex_depth(e, setup, gas)
+    pipelines = _pipelines(e, setup, gas, depth, sorted({t for _, t, _ in plan if t}), rng)
     # Peak of the GET response to one electron (ADC): turns a noise amplitude into electrons.
     adc_per_electron = float(e.get_response(config).max())
     noise_pads = np.setdiff1d(np.arange(len(config.pad_centers)), e.BEAM_PADS_ARRAY)
@@ -185,42 +255,45 @@ def simulate(reaction: str, n: int, out: Path | str, seed: int = 0, *, noise_eve
     writer = e.SpyralWriter(out, config, max_events_per_file=2**62, first_run_number=run)
     complete = False
     try:
-        for event_id, (label, track, noisy) in enumerate(plan):
-            for _ in range(_MAX_DRAWS):
-                cloud, origin = np.empty((0, 3)), np.empty(0, dtype=np.int64)
-                if track is not None:
-                    pipeline = pipelines[track]
-                    vertex, momenta = pipeline.run()
-                    # Indices 2 and 3: the ejectile and the 46Ar residual, the reaction's products.
-                    cloud, origin = e.detect(momenta.copy(), vertex, pipeline.get_proton_numbers(),
-                                              pipeline.get_mass_numbers(), config, rng, [2, 3])
-                hits = 0
-                if noisy:
-                    hits = int(rng.integers(NOISE_HITS[0], NOISE_HITS[1] + 1))
-                    noise = np.column_stack([  # rows of (pad, time bucket, electrons), as detect returns
-                        rng.choice(noise_pads, hits),
-                        rng.uniform(setup.micromegas_tb, setup.window_tb, hits),
-                        rng.uniform(*NOISE_AMPLITUDE, hits) / adc_per_electron,
-                    ])
-                    cloud = np.concatenate([cloud, noise])
-                    origin = np.concatenate([origin, np.full(hits, -1, dtype=np.int64)])
-                if len(cloud) == 0:
-                    continue
-                writer.write(cloud, origin, config, event_id)
-                dataset = writer.cloud_group[f"cloud_{event_id}"]
-                if dataset.shape[0] > 0:
-                    break
-                del writer.cloud_group[f"cloud_{event_id}"], writer.cloud_group[f"labels_{event_id}"]
-            else:
-                raise LvmkitError(f"No {reaction} event with a point above the ADC threshold came out of "
-                                  f"{_MAX_DRAWS} draws; check the setup (gain, threshold, fields).")
-            dataset.attrs[LABEL_ATTR] = label
-            dataset.attrs["track"] = track or "none"
-            dataset.attrs["noise_hits"] = hits
+        with _progress(progress, len(plan), f"simulating {reaction} events") as advance:
+            for event_id, (label, track, noisy) in enumerate(plan):
+                for _ in range(_MAX_DRAWS):
+                    cloud, origin = np.empty((0, 3)), np.empty(0, dtype=np.int64)
+                    if track is not None:
+                        pipeline = pipelines[track]
+                        vertex, momenta = pipeline.run()
+                        # Indices 2 and 3: the ejectile and the 46Ar residual, the reaction's products.
+                        cloud, origin = e.detect(momenta.copy(), vertex, pipeline.get_proton_numbers(),
+                                                  pipeline.get_mass_numbers(), config, rng, [2, 3])
+                    hits = 0
+                    if noisy:
+                        hits = int(rng.integers(NOISE_HITS[0], NOISE_HITS[1] + 1))
+                        noise = np.column_stack([  # rows of (pad, time bucket, electrons), as detect returns
+                            rng.choice(noise_pads, hits),
+                            rng.uniform(setup.micromegas_tb, setup.window_tb, hits),
+                            rng.uniform(*NOISE_AMPLITUDE, hits) / adc_per_electron,
+                        ])
+                        cloud = np.concatenate([cloud, noise])
+                        origin = np.concatenate([origin, np.full(hits, -1, dtype=np.int64)])
+                    if len(cloud) == 0:
+                        continue
+                    writer.write(cloud, origin, config, event_id)
+                    dataset = writer.cloud_group[f"cloud_{event_id}"]
+                    if dataset.shape[0] > 0:
+                        break
+                    del writer.cloud_group[f"cloud_{event_id}"], writer.cloud_group[f"labels_{event_id}"]
+                else:
+                    raise LvmkitError(f"No {reaction} event with a point above the ADC threshold came out of "
+                                      f"{_MAX_DRAWS} draws; check the setup (beam energy, pressure, fields, gain, "
+                                      "threshold).")
+                dataset.attrs[LABEL_ATTR] = label
+                dataset.attrs["track"] = track or "none"
+                dataset.attrs["noise_hits"] = hits
+                advance()
         writer.cloud_group.attrs["class_names"] = list(CLASS_NAMES)
         writer.file.attrs["lvmkit_simulation"] = json.dumps(
             {"reaction": reaction, "n": n, "noise_events": noise_events, "on_track": on_track, "seed": seed,
-             "setup": asdict(setup)})
+             "setup": asdict(setup), "vertex_depth_m": depth, "attpc_engine": version("attpc_engine")})
         complete = True
     finally:
         writer.close()
