@@ -81,10 +81,13 @@ def test_training_step_changes_every_trained_parameter(case):
     trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert {id(p) for _, p in trained} <= grouped, "a trainable parameter belongs to no optimizer group"
     before = {n: p.detach().clone() for n, p in trained}
-    terms = model.training_step(x, 10**6, opt)
-    assert all(torch.isfinite(v) for v in terms.values())
+    # Two steps: a zero-initialised output layer (the diffusion denoisers') passes gradient to
+    # the layers below only once it has moved.
+    for step in (10**6, 10**6 + 1):
+        terms = model.training_step(x, step, opt)
+        assert all(torch.isfinite(v) for v in terms.values())
     for n, p in trained:
-        assert not torch.equal(p.detach(), before[n]), f"training_step left {n} unchanged"
+        assert not torch.equal(p.detach(), before[n]), f"two training steps left {n} unchanged"
 
 
 def test_save_load_reproduces_outputs(case, tmp_path):

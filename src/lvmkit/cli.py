@@ -88,11 +88,14 @@ def sample(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .png grid, .npy or .csv.")] = Path("samples.png"),
     seed: Annotated[int, typer.Option(help="Random seed of the prior draws.")] = 0,
     units: Annotated[str, typer.Option(help="model: as the model sees data (after data.scale); data: in the data's own units.")] = "model",
+    sampler: Annotated[Optional[str], typer.Option(help="Iterative models: the sampler (diffusion: ancestral or ddim; default: the model's).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Sampler steps (ddim: any number up to T; ancestral: all T).")] = None,
+    eta: Annotated[Optional[float], typer.Option(help="DDIM's eta in [0, 1]: 0 deterministic, 1 ancestral-like noise.")] = None,
 ) -> None:
-    """Draw samples from a trained generator (VAE prior, GAN, ...)."""
+    """Draw samples from a trained generator (VAE prior, GAN, diffusion, ...)."""
     from lvmkit.analysis.sampling import sample as _sample
 
-    _sample(run, n, out, seed=seed, units=units)
+    _sample(run, n, out, seed=seed, units=units, sampler=sampler, steps=steps, eta=eta)
     typer.echo(str(out))
 
 

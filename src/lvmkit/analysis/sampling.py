@@ -7,18 +7,21 @@ import numpy as np
 import torch
 
 from lvmkit.core.errors import ConfigError
-from lvmkit.core.contract import Forecaster, Generator, require
+from lvmkit.core.contract import Forecaster, Generator, IterativeGenerator, require
 from lvmkit.core.run import Run
 
 
 def sample(run: Run | str | Path, n: int = 64, out: str | Path | None = None, *, seed: int = 0,
-           device: str = "cpu", units: str = "model") -> np.ndarray:
+           device: str = "cpu", units: str = "model", sampler: str | None = None, steps: int | None = None,
+           eta: float | None = None) -> np.ndarray:
     """Return ``n`` samples (means of p(x|z), z ~ N(0, I)) of shape (n, *input_shape).
 
     ``units = "model"`` gives them as the model sees data (after ``data.scale``); ``"data"``
     maps them back to the data's own units with the training split's scaling. With ``out``,
     also write them: ``.png`` as an image grid (image data only, model units), ``.npy`` as an
-    array, ``.csv`` as rows (tabular data only).
+    array, ``.csv`` as rows (tabular data only). ``sampler``, ``steps`` and ``eta`` choose an
+    iterative model's sampler (diffusion: ``"ancestral"`` or ``"ddim"``); None keeps the
+    model's default.
     """
     if n <= 0:
         raise ConfigError(f"The number of samples must be positive, got {n}; pass e.g. --n 64.")
@@ -28,7 +31,14 @@ def sample(run: Run | str | Path, n: int = 64, out: str | Path | None = None, *,
     model = run.load_model("best", device)
     series = "a series model forecasts instead: use 'lvmkit forecast RUN --input FILE --until T'"
     require(model, Generator, "lvmkit sample", series if isinstance(model, Forecaster) else None)
-    x = model.sample(n, generator=torch.Generator(device=device).manual_seed(seed)).cpu().numpy()
+    g = torch.Generator(device=device).manual_seed(seed)
+    if sampler is not None or eta is not None:
+        require(model, IterativeGenerator, "Choosing a sampler (--sampler, --eta)",
+                "leave them out: this model draws its samples in one pass")
+        chosen = model.make_sampler(sampler or "ddim", steps, eta)
+        x = model.sample(n, generator=g, sampler=chosen).cpu().numpy()
+    else:
+        x = model.sample(n, steps=steps, generator=g).cpu().numpy()
     if out is not None and Path(out).suffix.lower() == ".png" and units == "data":
         raise ConfigError("A .png grid shows samples as grey levels in model units; write .npy or .csv with --units data.")
     if units == "data":

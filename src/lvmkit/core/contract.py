@@ -125,6 +125,23 @@ class Generator(abc.ABC):
         """
 
 
+class IterativeGenerator(Generator):
+    """A generator whose draws come from an iterative sampler chosen at call time (diffusion:
+    ancestral or DDIM; energy models: Gibbs, Metropolis-Hastings, Langevin)."""
+
+    @abc.abstractmethod
+    def make_sampler(self, name: str, steps: int | None = None, eta: float | None = None) -> Any:
+        """The sampler ``name`` with its settings (None: the sampler's defaults), checked against
+        this model; raises ConfigError naming the valid choices."""
+
+    @abc.abstractmethod
+    def sample(self, n: int, *, steps: int | None = None, generator: torch.Generator | None = None,
+               sampler: Any = None, keep: int = 0) -> Any:
+        """As :meth:`Generator.sample`, with ``sampler`` from :meth:`make_sampler` (None: the
+        model's default sampler). With ``keep`` > 0, returns (samples, chain): ``keep`` states
+        (t, x_t) of the chain in the data's scale, from the first to the last (t = -1)."""
+
+
 class DensityModel(abc.ABC):
     """Estimates log p(x) per example."""
 
@@ -142,11 +159,13 @@ class Forecaster(abc.ABC):
 
 
 CAPABILITIES: dict[str, type] = {"encoder": Encoder, "reconstructor": Reconstructor, "generator": Generator,
-                                 "density": DensityModel, "forecaster": Forecaster}
+                                 "iterative-sampler": IterativeGenerator, "density": DensityModel,
+                                 "forecaster": Forecaster}
 
 
 _NAMES = {Encoder: "an encoder", Reconstructor: "a reconstructor", Generator: "a generator",
-          DensityModel: "a density model", Forecaster: "a forecaster"}
+          IterativeGenerator: "a generator with a choice of samplers", DensityModel: "a density model",
+          Forecaster: "a forecaster"}
 
 
 def capabilities(model: nn.Module) -> list[str]:

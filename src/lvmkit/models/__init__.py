@@ -6,6 +6,7 @@ from lvmkit.core.contract import FAMILIES, AbstractModel
 from lvmkit.models import autoencoder  # noqa: F401  ae, dae, vae, beta-vae, infovae, dec
 from lvmkit.models import timeseries  # noqa: F401  latent-ode, rnn, neural-ode
 from lvmkit.models import gan  # noqa: F401  gan
+from lvmkit.models import ddpm  # noqa: F401  ddpm
 
 
 def build_model(cfg, input_shape: tuple[int, ...]) -> AbstractModel:

@@ -19,7 +19,7 @@ import torch
 
 from lvmkit.report import figures
 from lvmkit.data import batches
-from lvmkit.core.contract import Encoder, Generator, Reconstructor
+from lvmkit.core.contract import Encoder, Generator, IterativeGenerator, Reconstructor
 from lvmkit.core.run import Run
 
 SECTIONS: list[Callable[["_Context"], str | None]] = []
@@ -138,6 +138,24 @@ def _samples(ctx: _Context) -> str | None:
         body += ctx.figure("epoch_samples", figures.epoch_samples(rows),
                            "samples from the same fixed noise as training went on (raw weights, one row per epoch)")
     return _section("Samples", body)
+
+
+def _chain(ctx: _Context) -> str | None:
+    """An iterative sampler's chain for a few samples, from noise to data; and, where
+    ``lvmkit evaluate`` stored them, the variational bound's terms per timestep."""
+    if not (ctx.has(IterativeGenerator) and ctx.data.is_image):
+        return None
+    g = torch.Generator(device=ctx.test.x.device).manual_seed(ctx.run.config.train.seed)
+    _, chain = ctx.model.sample(4, generator=g, keep=8)
+    steps = [(t, x.cpu().numpy()) for t, x in chain]
+    body = ctx.figure("chain", figures.chain_strip(steps),
+                      "the sampler's chain for 4 samples: x_T (pure noise, left) to x_0 (right), labelled by timestep")
+    ev = ctx.run.read_json("eval.json") or {}
+    if ev.get("vlb_terms"):
+        body += ctx.figure("bound_terms", figures.bound_terms(ev["vlb_terms"]),
+                           "the variational bound's terms on the test split: L_0 (the discretized decoder), "
+                           "L_1 ... L_{T-1} (KL per denoising step) and L_T (prior), in nats per example")
+    return _section("Denoising chain", body)
 
 
 def _latent(ctx: _Context) -> str | None:
@@ -280,7 +298,7 @@ def _quality(ctx: _Context) -> str | None:
     return _section("Sample quality (quality.json)", body)
 
 
-SECTIONS.extend([_summary, _curves, _recon, _samples, _latent, _events, _quality, _probe, _clusters, _anomaly, _config])
+SECTIONS.extend([_summary, _curves, _recon, _samples, _chain, _latent, _events, _quality, _probe, _clusters, _anomaly, _config])
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em}table{border-collapse:collapse;margin:.5em 0}

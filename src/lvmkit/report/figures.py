@@ -216,3 +216,27 @@ def event_grid(rows: list[tuple[str, np.ndarray, np.ndarray]]) -> Figure:
                     ax.set_title(f"{name}: {what}", fontsize=8, loc="left")
     fig.tight_layout()
     return fig
+
+
+def chain_strip(steps: list[tuple[int, np.ndarray]]) -> Figure:
+    """One column per kept state (t, x (n, C, H, W) in [0, 1]), one row per sample; t = -1 is x_0."""
+    n = steps[0][1].shape[0]
+    fig, axes = plt.subplots(n, len(steps), figsize=(1.1 * len(steps), 1.1 * n), squeeze=False)
+    for j, (t, x) in enumerate(steps):
+        for i in range(n):
+            ax = axes[i][j]
+            ax.imshow(x[i, 0] if x.shape[1] == 1 else np.moveaxis(x[i], 0, -1), cmap="gray", vmin=0, vmax=1)
+            ax.set_axis_off()
+        axes[0][j].set_title("x_0" if t < 0 else f"t={t + 1}", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def bound_terms(terms: list[float]) -> Figure:
+    """The variational bound's terms L_0 .. L_T against the timestep (log scale)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    t = np.arange(len(terms))
+    ax.semilogy(t, np.maximum(np.asarray(terms), 1e-6))
+    ax.set(xlabel="t (L_t)", ylabel="nats per example", title=f"bound {sum(terms):.4g} nats in all")
+    fig.tight_layout()
+    return fig
