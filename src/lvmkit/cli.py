@@ -105,11 +105,14 @@ def quality(
     n: Annotated[int, typer.Option("--n", help="Number of generated examples to score.")] = 10000,
     seed: Annotated[int, typer.Option(help="Random seed of the samples.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    sampler: Annotated[Optional[str], typer.Option(help="Iterative models: the sampler (diffusion: ancestral or ddim; default: the model's).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Sampler steps (ddim: any number up to T).")] = None,
+    eta: Annotated[Optional[float], typer.Option(help="DDIM's eta in [0, 1].")] = None,
 ) -> None:
     """Sample quality: Frechet distance, precision and recall in a data-set classifier's features; RUN/quality.json."""
     from lvmkit.analysis.quality import quality as _quality
 
-    res = _quality(run, n, seed=seed, device=device, progress=True)
+    res = _quality(run, n, seed=seed, device=device, progress=True, sampler=sampler, steps=steps, eta=eta)
     fl = res["floor"]
     typer.echo(f"Frechet distance {res['frechet_distance']:.4g}  (floor, train vs test: {fl['frechet_distance']:.4g})")
     typer.echo(f"precision {res['precision']:.3f}  recall {res['recall']:.3f}  "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -9,6 +10,19 @@ import torch
 from lvmkit.core.errors import ConfigError
 from lvmkit.core.contract import Forecaster, Generator, IterativeGenerator, require
 from lvmkit.core.run import Run
+
+
+def sampler_for(model, sampler: str | None = None, steps: int | None = None,
+                eta: float | None = None) -> Callable[[int, torch.Generator], torch.Tensor]:
+    """``draw(n, generator)`` for ``model`` with the sampler named (iterative models only; None:
+    the model's default, with ``steps`` if given). Raises ConfigError for a sampler choice on a
+    one-pass generator or for settings the sampler rejects."""
+    if sampler is not None or eta is not None:
+        require(model, IterativeGenerator, "Choosing a sampler (--sampler, --eta)",
+                "leave them out: this model draws its samples in one pass")
+        chosen = model.make_sampler(sampler or "ddim", steps, eta)
+        return lambda n, g: model.sample(n, generator=g, sampler=chosen)
+    return lambda n, g: model.sample(n, steps=steps, generator=g)
 
 
 def sample(run: Run | str | Path, n: int = 64, out: str | Path | None = None, *, seed: int = 0,
@@ -31,14 +45,8 @@ def sample(run: Run | str | Path, n: int = 64, out: str | Path | None = None, *,
     model = run.load_model("best", device)
     series = "a series model forecasts instead: use 'lvmkit forecast RUN --input FILE --until T'"
     require(model, Generator, "lvmkit sample", series if isinstance(model, Forecaster) else None)
-    g = torch.Generator(device=device).manual_seed(seed)
-    if sampler is not None or eta is not None:
-        require(model, IterativeGenerator, "Choosing a sampler (--sampler, --eta)",
-                "leave them out: this model draws its samples in one pass")
-        chosen = model.make_sampler(sampler or "ddim", steps, eta)
-        x = model.sample(n, generator=g, sampler=chosen).cpu().numpy()
-    else:
-        x = model.sample(n, steps=steps, generator=g).cpu().numpy()
+    draw = sampler_for(model, sampler, steps, eta)
+    x = draw(n, torch.Generator(device=device).manual_seed(seed)).cpu().numpy()
     if out is not None and Path(out).suffix.lower() == ".png" and units == "data":
         raise ConfigError("A .png grid shows samples as grey levels in model units; write .npy or .csv with --units data.")
     if units == "data":
