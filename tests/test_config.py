@@ -43,7 +43,7 @@ def test_wrong_type_and_impossible_values():
         lvmkit.make_config({"train": {"epochs": "ten"}})
     with pytest.raises(ConfigError, match=r"Invalid value for 'model.latent_dim': Input should be greater than 0"):
         lvmkit.make_config({"model": {"latent_dim": 0}})
-    with pytest.raises(ConfigError, match=r"Unknown model kind 'vea'; choose one of: ae, beta-vae, dae, dec, gan, infovae, latent-ode, neural-ode, rnn, vae"):
+    with pytest.raises(ConfigError, match=r"Unknown model kind 'vea'; choose one of: ae, beta-vae, dae, (.*, )?vae\."):
         lvmkit.make_config({"model": {"kind": "vea"}})
 
 

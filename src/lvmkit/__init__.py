@@ -34,6 +34,7 @@ from lvmkit.core.run import Run
 from lvmkit.core.train import Trainer, resume, train
 from lvmkit.analysis.sampling import sample
 from lvmkit.analysis.quality import frechet_distance, precision_recall, quality
+from lvmkit.analysis.compare import compare
 from lvmkit.analysis.anomaly import SCORES, anomaly
 from lvmkit.analysis.cluster import CLUSTERERS, cluster, cluster_metrics, hungarian_accuracy
 from lvmkit.analysis.latent import LatentEncoder
@@ -63,7 +64,7 @@ __all__ = [
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "Dataset", "EvalConfig", "ExperimentConfig",
     "AbstractModel", "GAN", "GAN_LOSSES", "GANConfig", "gradient_penalty", "Autoencoder", "AutoencoderConfig", "CAPABILITIES", "DensityModel", "EMA", "Encoder", "FAMILIES", "Family",
     "Forecaster", "Generator", "OPTIMIZERS", "OptimGroupConfig", "Optimizers", "Reconstructor", "Section", "Trainer",
-    "capabilities", "frechet_distance", "precision_recall", "quality", "LossOutput", "LvmkitError", "LvmkitWarning", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",
+    "capabilities", "compare", "frechet_distance", "precision_recall", "quality", "LossOutput", "LvmkitError", "LvmkitWarning", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",
     "TrainingDiverged", "apply_overrides", "build_model", "evaluate", "kl_normal", "kl_std_normal", "load_checkpoint",
     "load_config", "load_data", "log_normal", "log_std_normal", "logmeanexp", "make_config", "mmd2_rbf_gaussians",
     "mmd2_biased", "mmd2_unbiased", "reparameterize", "resume", "sample", "save_checkpoint", "train", "write_report", "__version__",

@@ -260,7 +260,7 @@ def cluster(
 @app.command()
 def anomaly(
     run: Annotated[Path, typer.Argument(help="Run directory.")],
-    score: Annotated[str, typer.Option(help="recon (reconstruction error), elbo (negative ELBO), latent-knn (distance to normal codes) or recon+knn.")] = "recon",
+    score: Annotated[str, typer.Option(help="recon (reconstruction error), elbo (negative ELBO), energy (RBM free energy, EBM energy), latent-knn (distance to normal codes) or recon+knn.")] = "recon",
     target_fpr: Annotated[str, typer.Option(help="False-positive rates for thresholds chosen on normal validation data.")] = "0.1,0.002",
     data: Annotated[Optional[Path], typer.Option(help=".npz with x to score and optional labels y, 0/1 anomaly flags (default: the test split).")] = None,
     anomaly_label: Annotated[Optional[str], typer.Option(help="The label of y in --data that means anomaly (others are normal), for class labels that are not 0/1 flags.")] = None,
@@ -288,7 +288,7 @@ def one_class(
     normal_class: Annotated[str, typer.Option(help="The class to train on, or 'all' to loop over every class.")] = "all",
     set_: SetOpt = [],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the runs and one_class.json.")] = Path("runs/one-class"),
-    score: Annotated[str, typer.Option(help="recon, elbo, latent-knn or recon+knn.")] = "recon",
+    score: Annotated[str, typer.Option(help="recon, elbo, energy, latent-knn or recon+knn.")] = "recon",
 ) -> None:
     """Train on one class, score the test split with the other classes as anomalies; mean AUROC."""
     from lvmkit.core.config import load_config
@@ -297,6 +297,21 @@ def one_class(
     res = _one_class(load_config(config, set_), normal_class, out, score=score)
     typer.echo(f"mean AUROC over classes {res['classes']}: {res['mean_auroc']:.4f}")
     typer.echo(str(out / "one_class.json"))
+
+
+@app.command()
+def compare(
+    runs: Annotated[List[Path], typer.Argument(help="Run directories trained on one data set (any families).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for compare.html, compare.json and the sample grids.")] = Path("compare"),
+    n_time: Annotated[int, typer.Option("--n-time", help="Samples drawn to time sampling (scaled to 1,000).")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed of the sample grids.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto: where sampling is timed.")] = "cpu",
+) -> None:
+    """One table of runs on one data set: size, training and sampling time, sample quality, test NLL or bound, probes, samples; prints OUT/compare.html."""
+    from lvmkit.analysis.compare import compare as _compare
+
+    _compare(runs, out, n_time=n_time, seed=seed, device=device)
+    typer.echo(str(out / "compare.html"))
 
 
 @app.command()

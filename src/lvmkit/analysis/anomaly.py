@@ -18,7 +18,7 @@ from torch import Tensor
 
 from lvmkit.data import prepare_like
 from lvmkit.core.errors import DataError, LvmkitWarning
-from lvmkit.core.contract import AbstractModel, DensityModel, Encoder, Reconstructor, require
+from lvmkit.core.contract import AbstractModel, DensityModel, Encoder, EnergyModel, Reconstructor, require
 from lvmkit.core.registry import Registry
 from lvmkit.core.run import Run
 
@@ -63,6 +63,16 @@ class ElboScore(AnomalyScore):
 
     def __call__(self, model, x):
         return _batched(lambda b: -torch.stack([model.elbo(b)["elbo"] for _ in range(10)]).mean(0), x)
+
+
+@SCORES.register("energy")
+class EnergyScore(AnomalyScore):
+    """The model's energy (an RBM's free energy, an EBM's network): -log p(x) up to log Z."""
+
+    needs = (EnergyModel,)
+
+    def __call__(self, model, x):
+        return _batched(model.energy, x)
 
 
 @SCORES.register("latent-knn")

@@ -56,7 +56,8 @@ class LatentEncoder(TransformerMixin, BaseEstimator):
         if not hasattr(self, "model_"):
             self.fit()
         x = self._check(X)
-        out = [self.model_.embed(x[i : i + self.batch_size].to(self.device)).cpu() for i in range(0, len(x), self.batch_size)]
+        with torch.no_grad():
+            out = [self.model_.embed(x[i : i + self.batch_size].to(self.device)).cpu() for i in range(0, len(x), self.batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.model_.latent_dim), np.float32)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:

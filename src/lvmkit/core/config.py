@@ -114,7 +114,7 @@ class TrainConfig(OptimGroupConfig):
     """The one training loop's settings: optimizer (for every group, with per-group overrides
     in ``[train.optim.GROUP]``), schedule, clipping, EMA, early stopping, device."""
 
-    optimizer: str = "adam"
+    optimizer: Optional[str] = None  # None: the family's (optimizer_defaults), else adam
     epochs: int = Field(20, gt=0)
     max_steps: Optional[int] = Field(None, gt=0)
     batch_size: int = Field(128, gt=0)
@@ -139,7 +139,8 @@ class TrainConfig(OptimGroupConfig):
     def _keys_fit_optimizer(self):
         from lvmkit.core.optim import OPTIMIZER_KEYS, check_keys
 
-        check_keys(self.optimizer, {k: 1 for k in OPTIMIZER_KEYS if getattr(self, k) is not None}, "[train]")
+        if self.optimizer is not None:  # else the family's optimizer checks them when the model is built
+            check_keys(self.optimizer, {k: 1 for k in OPTIMIZER_KEYS if getattr(self, k) is not None}, "[train]")
         return self
 
 

@@ -142,6 +142,15 @@ class IterativeGenerator(Generator):
         (t, x_t) of the chain in the data's scale, from the first to the last (t = -1)."""
 
 
+class EnergyModel(abc.ABC):
+    """Scores examples by an energy, lower = more probable (an RBM's free energy, an EBM's
+    network): the ``energy`` anomaly score."""
+
+    @abc.abstractmethod
+    def energy(self, x: Tensor) -> Tensor:
+        """The energy of each example of ``x``, shape (batch,)."""
+
+
 class DensityModel(abc.ABC):
     """Estimates log p(x) per example."""
 
@@ -160,11 +169,12 @@ class Forecaster(abc.ABC):
 
 CAPABILITIES: dict[str, type] = {"encoder": Encoder, "reconstructor": Reconstructor, "generator": Generator,
                                  "iterative-sampler": IterativeGenerator, "density": DensityModel,
-                                 "forecaster": Forecaster}
+                                 "energy": EnergyModel, "forecaster": Forecaster}
 
 
 _NAMES = {Encoder: "an encoder", Reconstructor: "a reconstructor", Generator: "a generator",
           IterativeGenerator: "a generator with a choice of samplers", DensityModel: "a density model",
+          EnergyModel: "an energy model",
           Forecaster: "a forecaster"}
 
 

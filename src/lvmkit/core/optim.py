@@ -71,16 +71,12 @@ def check_keys(optimizer: str, given: dict[str, Any], where: str) -> None:
 def resolve_group(group: str, train_cfg, family_defaults: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The optimizer name and settings of one group (see the module docstring for the order)."""
     top = {k: getattr(train_cfg, k) for k in OPTIMIZER_KEYS if getattr(train_cfg, k) is not None}
-    top_name = train_cfg.optimizer
+    # [train]'s optimizer when set, else the family's, else adam
+    top_name = train_cfg.optimizer or family_defaults.get("optimizer", "adam")
     override = train_cfg.optim.get(group)
     over = {} if override is None else {k: getattr(override, k) for k in OPTIMIZER_KEYS if getattr(override, k) is not None}
-    # The optimizer: the group's own choice, else [train]'s if set explicitly, else the family's.
-    if override is not None and override.optimizer is not None:
-        name = override.optimizer
-    elif "optimizer" in train_cfg.model_fields_set or "optimizer" not in family_defaults:
-        name = top_name
-    else:
-        name = family_defaults["optimizer"]
+    # The optimizer: the group's own choice, else [train]'s (or the family's).
+    name = override.optimizer if override is not None and override.optimizer is not None else top_name
     spec = OPTIMIZERS.get(name)
     check_keys(name, over, f"[train.optim.{group}]")
     if name == top_name:

@@ -7,6 +7,8 @@ from lvmkit.models import autoencoder  # noqa: F401  ae, dae, vae, beta-vae, inf
 from lvmkit.models import timeseries  # noqa: F401  latent-ode, rnn, neural-ode
 from lvmkit.models import gan  # noqa: F401  gan
 from lvmkit.models import ddpm  # noqa: F401  ddpm
+from lvmkit.models import ebm  # noqa: F401  ebm
+from lvmkit.models import rbm  # noqa: F401  rbm, dbn
 
 
 def build_model(cfg, input_shape: tuple[int, ...]) -> AbstractModel:
