@@ -161,7 +161,7 @@ def test_with_the_true_noise_the_loss_is_zero_and_samplers_recover_x0(sampler):
     assert float((pred - d.target_of(x0, noise, t)).pow(2).mean()) < 1e-10
     x, chain = sampler.run(d, denoise, (5, 3), generator=torch.Generator().manual_seed(0), keep=3)
     torch.testing.assert_close(x, x0.expand(5, 3), atol=1e-4, rtol=1e-4)
-    assert [c[0] for c in chain][0] == sampler.timesteps(70)[0] and chain[-1][0] == -1 and len(chain) == 4
+    assert chain[0][0] == f"t={sampler.timesteps(70)[0] + 1}" and chain[-1][0] == "x_0" and len(chain) == 4
 
 
 def _within_range(d):
@@ -258,7 +258,7 @@ def test_ddpm_trains_samples_and_bounds_on_digits(tmp_path):
     q = lvmkit.quality(run, 40, sampler="ddim", steps=5, eta=0.5, write=False)
     assert q["sampler"] == {"name": "ddim", "steps": 5, "eta": 0.5} and q["n_generated"] == 40
     page = lvmkit.write_report(run).read_text()
-    assert "Denoising chain" in page and (run.figures / "chain.png").is_file() and (run.figures / "bound_terms.png").is_file()
+    assert "Sampling chain" in page and (run.figures / "chain.png").is_file() and (run.figures / "bound_terms.png").is_file()
     r = run_cli("sample", str(run.path), "--sampler", "ddim", "--steps", "80", "--out", str(tmp_path / "s.npy"))
     assert r.returncode == 2 and "DDIM steps (80) cannot exceed the model's T = 40" in r.stderr
     r = run_cli("sample", str(run.path), "--sampler", "ancestral", "--n", "4", "--out", str(tmp_path / "s.npy"))

@@ -177,6 +177,8 @@ def test_rbm_trains_evaluates_samples_and_encodes(tmp_path):
     assert np.median(flipped) > np.median(normal) + 5
     r = run_cli("sample", str(run.path), "--sampler", "mh", "--steps", "5", "--out", str(tmp_path / "s.npy"))
     assert r.returncode == 0, r.stderr
+    page = lvmkit.write_report(run).read_text()
+    assert "Sampling chain" in page and (run.figures / "filters.png").is_file()
     r = run_cli("sample", str(run.path), "--sampler", "gibbs", "--eta", "0.3", "--out", str(tmp_path / "s.npy"))
     assert r.returncode == 2 and "Gibbs sampling takes no eta" in r.stderr
 

@@ -139,7 +139,8 @@ class IterativeGenerator(Generator):
                sampler: Any = None, keep: int = 0) -> Any:
         """As :meth:`Generator.sample`, with ``sampler`` from :meth:`make_sampler` (None: the
         model's default sampler). With ``keep`` > 0, returns (samples, chain): ``keep`` states
-        (t, x_t) of the chain in the data's scale, from the first to the last (t = -1)."""
+        (label, x) of the chain in the data's scale, from the first to the last, each labelled
+        for a figure ("t=1000", "step 20")."""
 
 
 class EnergyModel(abc.ABC):

@@ -223,7 +223,7 @@ class EBM(AbstractModel, IterativeGenerator, EnergyModel):
                sampler: Langevin | None = None, keep: int = 0):
         """``n`` samples in [0, 1]: ``steps`` (default ``sample_steps``) Langevin steps in eval
         mode from buffer states or noise (``sample_init``); the buffer is not written. With
-        ``keep``, returns (samples, chain), the chain's states labelled by steps left."""
+        ``keep``, returns (samples, chain), the chain's states labelled "step i"."""
         if sampler is None:
             sampler = self.default_sampler.with_steps(steps)
         if self.sample_init == "buffer":

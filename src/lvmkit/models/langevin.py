@@ -96,19 +96,19 @@ class Langevin:
         return x
 
     def run(self, energy: Energy, x: Tensor, *, generator: torch.Generator | None = None,
-            keep: int = 0) -> tuple[Tensor, list[tuple[int, Tensor]]]:
+            keep: int = 0) -> tuple[Tensor, list[tuple[str, Tensor]]]:
         """``steps`` updates from the starting states ``x``. Returns the last states and, with
-        ``keep`` > 0, ``keep`` evenly spaced states (steps left, x) from the start to the end
-        (labelled -1), for the report's chain strip."""
+        ``keep`` > 0, ``keep`` evenly spaced states ("step i", x) from the start to the end, for
+        the report's chain strip."""
         x = x.detach()
         marks = {round(i * self.steps / max(keep - 1, 1)) for i in range(keep - 1)} if keep else set()
         chain = []
         for i in range(self.steps):
             if i in marks:
-                chain.append((self.steps - i, x.clone()))
+                chain.append((f"step {i}", x.clone()))
             x = self.step(energy, x, generator)
         if keep:
-            chain.append((-1, x.clone()))
+            chain.append((f"step {self.steps}", x.clone()))
         return x, chain
 
 

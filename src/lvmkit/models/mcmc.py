@@ -37,14 +37,14 @@ class ChainSampler(abc.ABC):
 
     @torch.no_grad()
     def run(self, rbm: RBMEnergy, x: Tensor, steps: int, generator: torch.Generator | None = None,
-            keep: int = 0) -> tuple[Tensor, list[tuple[int, Tensor]]]:
-        """``steps`` transitions from ``x``; also ``keep`` evenly spaced states (step, x)."""
+            keep: int = 0) -> tuple[Tensor, list[tuple[str, Tensor]]]:
+        """``steps`` transitions from ``x``; also ``keep`` evenly spaced states ("step s", x)."""
         marks = {round(i * steps / max(keep - 1, 1)) for i in range(keep)} if keep else set()
-        chain = [(0, x.clone())] if 0 in marks else []
+        chain = [("step 0", x.clone())] if 0 in marks else []
         for s in range(1, steps + 1):
             x = self.step(rbm, x, generator)
             if s in marks:
-                chain.append((s, x.clone()))
+                chain.append((f"step {s}", x.clone()))
         return x, chain
 
     def __repr__(self) -> str:

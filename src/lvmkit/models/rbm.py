@@ -215,6 +215,11 @@ class RBM(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator, Density
         return make_chain_sampler(name, steps, eta)
 
     @torch.no_grad()
+    def filters(self) -> Tensor:
+        """Each hidden unit's weights to the visible units, shaped as the data: (hidden, *input_shape)."""
+        return self.layer.W.detach().t().reshape(self.layer.n_hidden, *self.input_shape)
+
+    @torch.no_grad()
     def sample(self, n: int, *, steps: int | None = None, generator: torch.Generator | None = None,
                sampler: ChainSampler | None = None, keep: int = 0):
         """Run ``n`` chains from noise for ``steps`` (default: the sampler's or sample_steps) and

@@ -38,9 +38,9 @@ class Sampler(abc.ABC):
     @torch.no_grad()
     def run(self, diffusion: GaussianDiffusion, denoise: Denoise, shape: tuple[int, ...], *,
             generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-            keep: int = 0) -> tuple[Tensor, list[tuple[int, Tensor]]]:
-        """Sample (shape[0] examples); also return ``keep`` evenly spaced states (t, x_t) of the
-        chain, x_T first, for the report's denoising strip."""
+            keep: int = 0) -> tuple[Tensor, list[tuple[str, Tensor]]]:
+        """Sample (shape[0] examples); also return ``keep`` evenly spaced states ("t=...", x_t) of
+        the chain, x_T first and ("x_0", x) last, for the report's chain strip."""
         self.check(diffusion)
         x = torch.randn(shape, generator=generator, device=device)
         ts = self.timesteps(diffusion.T)
@@ -48,14 +48,14 @@ class Sampler(abc.ABC):
         chain = []
         for i, t in enumerate(ts):
             if i in marks:
-                chain.append((t, x.clone()))
+                chain.append((f"t={t + 1}", x.clone()))
             tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
             pred, var_out = denoise(x, tt)
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             noise = torch.randn(shape, generator=generator, device=device) if t_prev >= 0 else None
             x = self.step(diffusion, pred, var_out, x, t, t_prev, noise)
         if keep:
-            chain.append((-1, x.clone()))
+            chain.append(("x_0", x.clone()))
         return x, chain
 
 

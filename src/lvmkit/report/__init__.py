@@ -149,13 +149,17 @@ def _chain(ctx: _Context) -> str | None:
     _, chain = ctx.model.sample(4, generator=g, keep=8)
     steps = [(t, x.cpu().numpy()) for t, x in chain]
     body = ctx.figure("chain", figures.chain_strip(steps),
-                      "the sampler's chain for 4 samples: x_T (pure noise, left) to x_0 (right), labelled by timestep")
+                      "the sampler's chain for 4 samples, from its starting states (left) to the samples (right)")
+    filters = getattr(ctx.model, "filters", None)  # models whose weights read as images (RBMs)
+    if callable(filters):
+        body += ctx.figure("filters", figures.filters(filters().cpu().numpy()),
+                           "learned filters: each hidden unit's weights to the visible units, as an image")
     ev = ctx.run.read_json("eval.json") or {}
     if ev.get("vlb_terms"):
         body += ctx.figure("bound_terms", figures.bound_terms(ev["vlb_terms"]),
                            "the variational bound's terms on the test split: L_0 (the discretized decoder), "
                            "L_1 ... L_{T-1} (KL per denoising step) and L_T (prior), in nats per example")
-    return _section("Denoising chain", body)
+    return _section("Sampling chain", body)
 
 
 def _latent(ctx: _Context) -> str | None:

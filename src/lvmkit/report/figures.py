@@ -218,8 +218,8 @@ def event_grid(rows: list[tuple[str, np.ndarray, np.ndarray]]) -> Figure:
     return fig
 
 
-def chain_strip(steps: list[tuple[int, np.ndarray]]) -> Figure:
-    """One column per kept state (t, x (n, C, H, W) in [0, 1]), one row per sample; t = -1 is x_0."""
+def chain_strip(steps: list[tuple[str, np.ndarray]]) -> Figure:
+    """One column per kept state (label, x (n, C, H, W) in [0, 1]), one row per sample."""
     n = steps[0][1].shape[0]
     fig, axes = plt.subplots(n, len(steps), figsize=(1.1 * len(steps), 1.1 * n), squeeze=False)
     for j, (t, x) in enumerate(steps):
@@ -227,7 +227,7 @@ def chain_strip(steps: list[tuple[int, np.ndarray]]) -> Figure:
             ax = axes[i][j]
             ax.imshow(x[i, 0] if x.shape[1] == 1 else np.moveaxis(x[i], 0, -1), cmap="gray", vmin=0, vmax=1)
             ax.set_axis_off()
-        axes[0][j].set_title("x_0" if t < 0 else f"t={t + 1}", fontsize=7)
+        axes[0][j].set_title(str(t), fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -238,5 +238,19 @@ def bound_terms(terms: list[float]) -> Figure:
     t = np.arange(len(terms))
     ax.semilogy(t, np.maximum(np.asarray(terms), 1e-6))
     ax.set(xlabel="t (L_t)", ylabel="nats per example", title=f"bound {sum(terms):.4g} nats in all")
+    fig.tight_layout()
+    return fig
+
+
+def filters(w: np.ndarray, n: int = 64) -> Figure:
+    """The first ``n`` filters (units, C, H, W), each scaled to its own range."""
+    w = w[:n]
+    cols = int(np.ceil(np.sqrt(len(w))))
+    rows = int(np.ceil(len(w) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols, 0.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, f in zip(axes.flat, w):
+        ax.imshow(f[0] if f.shape[0] == 1 else np.moveaxis(f, 0, -1).mean(-1), cmap="RdBu_r")
     fig.tight_layout()
     return fig
