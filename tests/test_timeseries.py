@@ -3,6 +3,7 @@ independence, the circle's vector field, a conformance check per family and the 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import lvmkit
 from lvmkit import DataError
 from lvmkit.cli import main
 from lvmkit.data import load_data
-from lvmkit.models.timeseries import HELD_OUT, OBSERVED, pack, unpack
+from lvmkit.models.timeseries import HELD_OUT, OBSERVED, channels, pack, unpack
 
 from conftest import CONFIGS
 
@@ -121,9 +122,131 @@ def test_csv_source_normalises_time_and_holds_out_targets(tmp_path):
     assert (c[-2:] == HELD_OUT).all() and (c[:6][c[:6] != 0] == OBSERVED).all()  # last 25% of the span
 
 
-def test_time_series_sources_need_unscaled_data():
+def test_time_series_sources_need_unscaled_data(tmp_path):
     with pytest.raises(lvmkit.ConfigError, match=r"set data.scale = 'none'"):
         load_data(lvmkit.make_config({"data": {**TINY_SPIRALS, "scale": "minmax"}}).data)
+    with pytest.raises(lvmkit.ConfigError, match=r"data.scale = 'minmax' / data.binarize = 'none' cannot apply; leave "
+                                                 r"data.scale unset \(or 'none' to keep the values as given\)"):
+        load_data(lvmkit.make_config({"data": {**_csv(tmp_path, "id,time,a\ns,0,1\ns,1,2\n"), "scale": "minmax"}}).data)
+
+
+# -- the data's own units ---------------------------------------------------------------------------
+def _hundreds(tmp_path: Path, name: str, n: int = 24, standardised: bool = False) -> tuple[Path, float, float]:
+    """Series 340 + 10 sin(t + phase) + noise at irregular times (or their z-scores over the whole
+    file), as a long-format CSV; returns the path and the file's mean and std."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(n):
+        t = np.sort(rng.uniform(0.0, 6.0, 16))
+        rows += [(f"s{i}", tt, 340.0 + 10.0 * np.sin(tt + rng.uniform(0, 2 * np.pi)) + rng.normal(0, 0.5)) for tt in t]
+    v = np.array([r[2] for r in rows])
+    mean, std = float(v.mean()), float(v.std())
+    p = tmp_path / name
+    p.write_text("id,time,level\n" + "".join(f"{i},{t:.6f},{((x - mean) / std if standardised else x):.6f}\n"
+                                                for i, t, x in rows))
+    return p, mean, std
+
+
+def _tiny_csv_run(path: Path, out: Path, **data) -> lvmkit.Run:
+    cfg = lvmkit.make_config({
+        "data": {"name": "series-csv", "path": str(path), "holdout_fraction": 0.3, "extrapolate_fraction": 0.2, **data},
+        "model": {**SMALL_NETS, "kind": "latent-ode"},
+        "train": {"epochs": 4, "batch_size": 8, "lr": 0.01, "patience": 0, "device": "cpu", "seed": 0}})
+    return lvmkit.train(cfg, out, progress=False)
+
+
+def test_series_scaler_standardises_observed_values_and_keeps_times_codes_and_gaps(tmp_path):
+    text = "id,time,a,b\n" + "".join(f"s{i},{t},{300 + 7 * i + t},{'' if t == 2 else -50 * t}\n"
+                                      for i in range(12) for t in range(6))
+    cfg = {"name": "series-csv", "path": str(tmp_path / "s.csv"), "holdout_fraction": 0.3, "extrapolate_fraction": 0.2}
+    (tmp_path / "s.csv").write_text(text)
+    data = load_data(lvmkit.make_config({"data": cfg}).data)
+    raw = load_data(lvmkit.make_config({"data": {**cfg, "scale": "none"}}).data)
+    scaler = data.scaler
+    assert scaler.name == "series-standard" and data.info["scaler"]["codes"] == [-1, 3, 4, -1, -1]
+    t, v, c = channels(raw.train.x)
+    seen = [v[..., j][c[..., j] == OBSERVED].double() for j in range(2)]  # the training split's observed values
+    np.testing.assert_allclose(scaler.shift, [0.0, seen[0].mean(), seen[1].mean(), 0.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(scaler.span, [1.0, seen[0].std(unbiased=False), seen[1].std(unbiased=False), 1.0, 1.0],
+                               rtol=1e-5)
+    for split, unscaled in ((data.train, raw.train), (data.test, raw.test)):
+        ts, vs, cs = channels(split.x)
+        _, vr, cr = channels(unscaled.x)
+        torch.testing.assert_close(ts, channels(unscaled.x)[0])
+        torch.testing.assert_close(cs, cr)
+        assert (vs[cs == 0] == 0).all()                                       # absent stays 0
+        present = cr != 0                                                     # observed and held out alike
+        span, shift = torch.tensor(scaler.span[1:3]).float(), torch.tensor(scaler.shift[1:3]).float()
+        torch.testing.assert_close((vs * span + shift)[present], vr[present], rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(scaler.inverse(data.test.x.numpy()), raw.test.x.numpy(), atol=1e-4)
+    stored = lvmkit.data.scaling.Scaler.from_state(json.loads(json.dumps(scaler.state())))
+    np.testing.assert_array_equal(stored.transform(raw.test.x.numpy()), data.test.x.numpy())
+
+
+def test_csv_time_scale_defaults_to_the_longest_series_span(tmp_path):
+    # Windows cut from one long record at different times: each spans at most one unit of model time.
+    text = "id,time,a\n" + "".join(f"w{i},{100 * i + t},{t}\n" for i in range(8) for t in range(0, 1 + 10 + (i == 3) * 10))
+    data = load_data(lvmkit.make_config({"data": _csv(tmp_path, text)}).data)
+    assert data.info["time_offset"] == 0.0 and data.info["time_scale"] == 20.0
+    data = load_data(lvmkit.make_config({"data": {**_csv(tmp_path, text), "time_scale": 5.0}}).data)
+    assert data.info["time_scale"] == 5.0
+
+
+def test_a_series_in_the_hundreds_trains_like_its_standardised_copy(tmp_path):
+    """The oracle: standardising is affine, so the run on values near 340 sees (up to float
+    rounding) the same scaled data as the run on its z-scores, and trains to the same loss; its
+    errors are the copy's times the file's std, and the model's scaled errors times the scaler's."""
+    hundreds, mean, std = _hundreds(tmp_path, "h.csv")
+    copy, _, _ = _hundreds(tmp_path, "z.csv", standardised=True)
+    run_h = _tiny_csv_run(hundreds, tmp_path / "h")
+    run_z = _tiny_csv_run(copy, tmp_path / "z")
+    loss_h, loss_z = run_h.read_metrics()[-1]["val_loss"], run_z.read_metrics()[-1]["val_loss"]
+    assert loss_h == pytest.approx(loss_z, rel=1e-3)
+    data = run_h.data()
+    model = run_h.load_model()
+    ev = model.evaluate_split(data.test, k=1, scaler=data.scaler)
+    assert ev["interp_points"] > 0 and ev["extrap_points"] > 0
+    span = data.scaler.span[1]
+    assert 5.0 < span < 9.0  # 10 sin: std 7.07
+    for kind in ("interp", "extrap"):
+        assert ev[f"{kind}_rmse"] == pytest.approx(ev[f"{kind}_rmse_scaled"] * span, rel=1e-6)
+        assert ev[f"{kind}_rmse_scaled"] == pytest.approx(model.evaluate_split(data.test, k=1)[f"{kind}_rmse"], rel=1e-6)
+    ev_z = run_z.load_model().evaluate_split(run_z.data().test, k=1, scaler=run_z.data().scaler)
+    assert ev["interp_rmse"] == pytest.approx(ev_z["interp_rmse"] * std, rel=1e-2)
+    # Without the scaling the same series train to a loss orders of magnitude higher.
+    with pytest.warns(lvmkit.LvmkitWarning):
+        run_raw = _tiny_csv_run(hundreds, tmp_path / "raw", scale="none")
+    assert run_raw.read_metrics()[-1]["val_loss"] > 1e3 * abs(loss_h)
+
+
+def test_unscaled_series_warn_with_cause_and_fix_and_scaled_ones_do_not(tmp_path):
+    hundreds, _, _ = _hundreds(tmp_path, "h.csv", n=12)
+    with pytest.warns(lvmkit.LvmkitWarning, match=r"latent-ode model's first loss is [\d.e+]+ times what its Gaussian "
+                                                   r"likelihood \(sigma = 0.1\) implies for data of unit scale.*Leave "
+                                                   r"data.scale unset so data.name = 'series-csv' standardises each feature"):
+        _tiny_csv_run(hundreds, tmp_path / "raw", scale="none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _tiny_csv_run(hundreds, tmp_path / "scaled")
+        lvmkit.train(lvmkit.make_config({"data": TINY_SPIRALS, "model": {"kind": "rnn", "rnn_hidden": 8, "hidden": [8]},
+                                         "train": {"epochs": 1, "device": "cpu"}}), tmp_path / "spirals", progress=False)
+
+
+def test_forecasts_and_figures_come_back_in_the_data_units(tmp_path):
+    hundreds, _, _ = _hundreds(tmp_path, "h.csv", n=12)
+    run = _tiny_csv_run(hundreds, tmp_path / "h")
+    inp = tmp_path / "new.csv"
+    inp.write_text("id,time,level\na,0,341.5\na,0.7,347.25\na,1.9,339\n")
+    res = lvmkit.forecast(run, inp, until=4.0, points=10, samples=5, out=tmp_path / "f.csv")
+    rows = [r.split(",") for r in (tmp_path / "f.csv").read_text().splitlines()[1:]]
+    assert [r[3] for r in rows if r[3]] == ["341.5", "347.25", "339"]       # observations as given
+    means = np.array([float(r[4]) for r in rows])
+    assert ((means > 300) & (means < 380)).all(), means                   # predictions in the data's units
+    assert res["series"] == 1
+    from lvmkit.report import write_report
+
+    html = write_report(run).read_text()
+    assert "<h2>Trajectories</h2>" in html
 
 
 # -- masks and batch composition ------------------------------------------------------------------

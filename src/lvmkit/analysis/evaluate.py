@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from lvmkit.core.contract import Forecaster
 from lvmkit.core.run import Run
 from lvmkit.core.train import mean_loss, resolve_device
 
@@ -31,8 +32,10 @@ def evaluate(run: Run | str | Path, k: int | None = None, *, batch_size: int | N
     torch.manual_seed(run.config.train.seed + 1)
     result: dict = {"n_test": len(test), "data": run.config.data.name, "binarize": run.config.data.binarize}
     result.update({f"test_{name}": v for name, v in mean_loss(model, test, 256).items()})
-    # Each family brings its own test metrics (likelihood estimates, forecast errors, ...).
-    result.update(model.evaluate_split(test, k=k, batch_size=batch_size))
+    # Each family brings its own test metrics (likelihood estimates, forecast errors, ...);
+    # forecasters report errors in the data's own units through the training split's scaling.
+    extra = {"scaler": run.scaler()} if isinstance(model, Forecaster) else {}
+    result.update(model.evaluate_split(test, k=k, batch_size=batch_size, **extra))
     if write:
         run.write_json("eval.json", result)
     return result

@@ -1,7 +1,9 @@
 """``lvmkit forecast``: predictions of a trained time-series run for new series, with bands.
 
 The input is a long-format CSV like the training data (the run's id and time columns and its
-feature names); every value in it is read as observed. Each series is predicted on a regular
+feature names), in the data's own units; every value in it is read as observed. The run's
+scaler (RUN/scaling.json) maps the values to the units the model sees and its predictions back,
+so the output is in the data's units. Each series is predicted on a regular
 grid from its first time to ``until`` plus its own times; the latent ODE draws ``samples``
 trajectories from the posterior q(z0 | series) and reports their mean and 5-95% band (the
 spread of the posterior, without observation noise); the RNN and neural ODE are
@@ -19,7 +21,7 @@ from torch import Tensor
 from lvmkit.core.errors import ConfigError, DataError
 from lvmkit.core.contract import Forecaster, require
 from lvmkit.core.run import Run
-from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels, pack
+from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels, feature_units, pack
 from lvmkit.data.series import read_long_csv
 
 
@@ -70,7 +72,7 @@ def forecast(run: Run | str | Path, input_path: str | Path, until: float, *, out
         raise ConfigError(f"--points must be at least 2 and --samples at least 1; got {points} and {samples}.")
     info = run.data().info
     if info.get("layout") != "series":
-        raise ConfigError(f"lvmkit forecast needs a run trained on time series (data.name = 'spirals', 'csv', ...); "
+        raise ConfigError(f"lvmkit forecast needs a run trained on time series (data.name = 'spirals', 'series-csv', ...); "
                           f"{str(run.path)!r} was trained on {run.config.data.name!r}.")
     model = run.load_model("best", device)
     require(model, Forecaster, "lvmkit forecast")
@@ -90,12 +92,16 @@ def forecast(run: Run | str | Path, input_path: str | Path, until: float, *, out
         rows_t.append((tt[order] - offset) / scale)
         rows_v.append(vv)
         rows_c.append(cc)
-    x = torch.from_numpy(pack(rows_t, rows_v, rows_c, names=ids)).to(device)
+    packed = pack(rows_t, rows_v, rows_c, names=ids)  # the data's units
+    scaler = run.data().scaler
+    x = torch.from_numpy(scaler.transform(packed)).to(device)
     with torch.no_grad():
-        mean, lo, hi = (a.cpu().numpy() for a in predict_bands(model, x, samples, seed))
+        bands = predict_bands(model, x, samples, seed)
+    shift, span = feature_units(scaler, len(names))
+    mean, lo, hi = (a.cpu().numpy() * span + shift for a in bands)  # span > 0 keeps the quantiles' order
     out = Path(out) if out is not None else run.path / "forecast.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    xn = x.cpu().numpy()
+    xn = packed
     d = len(names)
     n_rows = 0
     with open(out, "w", newline="") as f:
@@ -112,7 +118,7 @@ def forecast(run: Run | str | Path, input_path: str | Path, until: float, *, out
     png = out.with_suffix(".png")
     from lvmkit.report.timeseries import forecast_figure
 
-    fig = forecast_figure(xn, mean, lo, hi, names, ids, offset, scale)
+    fig = forecast_figure(xn, mean, lo, hi, names, ids, offset, scale, known=np.zeros(mean.shape, bool))
     fig.savefig(png, dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
 

@@ -2,7 +2,10 @@
 
 Every source returns the packed array (N, T, 1 + 2D) described in :mod:`lvmkit.timeseries`
 and puts in ``info`` what output needs to undo: ``layout = "series"``, the feature names and
-the time normalisation ``t_model = (t - time_offset) / time_scale``.
+the time normalisation ``t_model = (t - time_offset) / time_scale``. The values' scaling is the
+data set's scaler (``Dataset.scaler``, RUN/scaling.json): the simulators' values are O(1) and
+stay as they are (``"none"``); the CSV reader standardises each feature (``"series-standard"``,
+below), and evaluation, forecasts and figures map predictions back to the data's units.
 """
 from __future__ import annotations
 
@@ -15,15 +18,34 @@ import numpy as np
 from lvmkit.core.config import DataConfig
 from lvmkit.data import SOURCES, RawData
 from lvmkit.core.errors import ConfigError, DataError
+from lvmkit.data.scaling import SCALERS, Scaler
 from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, pack
 
 
 def _unscaled(cfg: DataConfig) -> None:
-    # load_data would min-max scale the whole packed array, times and mask codes included.
-    if cfg.scale != "none" or cfg.binarize != "none":
+    # The table scalers would min-max scale the whole packed array, times and mask codes included.
+    if cfg.scale not in (None, "none") or cfg.binarize != "none":
         raise ConfigError(f"data.name = {cfg.name!r} packs times and mask codes with the values, which data.scale = "
                           f"{cfg.scale!r} / data.binarize = {cfg.binarize!r} would distort; set data.scale = 'none' and "
                           "data.binarize = 'none' (the source normalises time itself).")
+
+
+@SCALERS.register("series-standard")
+def series_standard(x: np.ndarray) -> Scaler:
+    """Packed series (..., T, 1 + 2D): value channel j becomes (v - mean_j) / std_j with the
+    mean and std over the *observed* entries (code 1) of the training series alone; held-out
+    targets are scaled alike but never counted, times and codes stay as they are, and absent
+    entries keep their packed 0 (the scaler's ``codes``)."""
+    rows = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-1])  # (series * rows, 1 + 2D)
+    d = (rows.shape[1] - 1) // 2
+    shift, span = np.zeros(rows.shape[1]), np.ones(rows.shape[1])
+    for j in range(d):
+        seen = rows[rows[:, 1 + d + j] == OBSERVED, 1 + j]
+        if len(seen):
+            std = seen.std()
+            shift[1 + j], span[1 + j] = seen.mean(), std if std > 0 else 1.0  # a constant feature is only centred
+    codes = [-1] + [1 + d + j for j in range(d)] + [-1] * d
+    return Scaler("series-standard", shift, span, bounded=False, codes=codes)
 
 
 def _info(features: list[str], offset: float = 0.0, scale: float = 1.0, **extra) -> dict:
@@ -96,7 +118,7 @@ def spirals(cfg: DataConfig) -> RawData:
         codes[seen] = OBSERVED
         x[i] = pack([ts[i0 : i0 + length] - ts[i0]], [vals], [codes])[0]
         y[i] = int(ccw)
-    return RawData(x, y, origin=f"spirals (Chen et al. 2018; {n} series, {n_obs} of {window} observed, noise {noise:g})",
+    return RawData(x, y, scale="none", origin=f"spirals (Chen et al. 2018; {n} series, {n_obs} of {window} observed, noise {noise:g})",
                    class_names=["clockwise", "counter-clockwise"], info=_info(["x", "y"]))
 
 
@@ -120,7 +142,7 @@ def circle(cfg: DataConfig) -> RawData:
         vals[t > 0] += rng.normal(0.0, noise, size=(int((t > 0).sum()), 2))
         codes = np.repeat(np.array([[r[1]] for r in rows]), 2, axis=1)
         x[i] = pack([t], [vals], [codes])[0]
-    return RawData(x, origin=f"circle (seed report sec. 5.1.1; {n} series)", info=_info(["x", "y"]))
+    return RawData(scale="none", x=x, origin=f"circle (seed report sec. 5.1.1; {n} series)", info=_info(["x", "y"]))
 
 
 @SOURCES.register("cubic-spiral")
@@ -149,7 +171,7 @@ def cubic_spiral(cfg: DataConfig) -> RawData:
         codes = np.full((length, 2), HELD_OUT)
         codes[:window] = OBSERVED
         x[i] = pack([ts[i0 : i0 + length]], [vals], [codes])[0]
-    return RawData(x, origin=f"cubic spiral (seed report fig. 19; {n} windows)", info=_info(["x", "y"]))
+    return RawData(scale="none", x=x, origin=f"cubic spiral (seed report fig. 19; {n} windows)", info=_info(["x", "y"]))
 
 
 # -- long-format CSV -----------------------------------------------------------------------------
@@ -258,22 +280,31 @@ def hold_out(times: list[np.ndarray], values: list[np.ndarray], holdout_fraction
     return out
 
 
-@SOURCES.register("csv")
+@SOURCES.register("series-csv")
 def csv_source(cfg: DataConfig) -> RawData:
     """Long-format CSV at ``data.path``: columns ``data.id_column``, ``data.time_column`` and
-    ``data.features`` (default: all others). Time is normalised as (t - min) / time_scale,
-    ``data.time_scale`` defaulting to the file's time range; values are left as they are.
-    ``holdout_fraction`` / ``extrapolate_fraction`` choose held-out targets (see :func:`hold_out`)."""
-    _unscaled(cfg)
+    ``data.features`` (default: all others).
+
+    Time: model time is (t - t_min) / ``data.time_scale``, t_min the file's earliest time and
+    the scale defaulting to the longest series' span, so every series lies within one unit of
+    model time (the longest exactly) whatever the file's time units. Values: each feature is
+    standardised over the observed values of the training series (``series-standard``), unless
+    ``data.scale = "none"`` keeps them as given. ``holdout_fraction`` / ``extrapolate_fraction``
+    choose held-out targets (see :func:`hold_out`)."""
+    if cfg.scale not in (None, "none") or cfg.binarize != "none":
+        raise ConfigError(f"data.name = 'series-csv' standardises each feature over the observed training values itself "
+                          f"(times and mask codes stay as they are), so data.scale = {cfg.scale!r} / data.binarize = "
+                          f"{cfg.binarize!r} cannot apply; leave data.scale unset (or 'none' to keep the values as given) "
+                          "and data.binarize = 'none'.")
     if not cfg.path:
-        raise DataError("data.name = 'csv' needs data.path, the CSV file to read; set it with --set data.path=FILE.")
+        raise DataError("data.name = 'series-csv' needs data.path, the CSV file to read; set it with --set data.path=FILE.")
     features, ids, times, values = read_long_csv(cfg.path, cfg.id_column, cfg.time_column, cfg.features)
     offset = float(min(t[0] for t in times))
-    span = float(max(t[-1] for t in times)) - offset
-    scale = cfg.time_scale or (span if span > 0 else 1.0)
+    longest = max(float(t[-1] - t[0]) for t in times)
+    scale = cfg.time_scale or (longest if longest > 0 else 1.0)
     codes = hold_out(times, values, cfg.holdout_fraction, cfg.extrapolate_fraction)
     x = pack([(t - offset) / scale for t in times], values, codes, names=ids)
-    return RawData(x, origin=str(cfg.path), info=_info(features, offset, scale))
+    return RawData(scale=cfg.scale or "series-standard", x=x, origin=str(cfg.path), info=_info(features, offset, scale))
 
 
-__all__ = ["csv_source", "cubic_spiral", "circle", "hold_out", "read_long_csv", "spiral_curves", "spirals"]
+__all__ = ["csv_source", "cubic_spiral", "circle", "hold_out", "read_long_csv", "series_standard", "spiral_curves", "spirals"]

@@ -1,5 +1,5 @@
 """Report sections of the time-series families, appended to :data:`lvmkit.report.SECTIONS`:
-trajectories with observations, posterior mean and band; latent trajectories coloured by
+trajectories with observations, posterior mean and band (in the data's units); latent trajectories coloured by
 label (seed report fig. 21c); function evaluations per iteration. Each returns None for
 other families."""
 from __future__ import annotations
@@ -16,15 +16,19 @@ from matplotlib.figure import Figure  # noqa: E402
 from lvmkit import report as _report  # noqa: E402
 from lvmkit.analysis.forecast import predict_bands, with_queries  # noqa: E402
 from lvmkit.core.contract import Encoder, Forecaster  # noqa: E402
-from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels  # noqa: E402
+from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels, feature_units  # noqa: E402
 
 _SHOWN = 6
 
 
 def forecast_figure(x: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray, names: list[str],
-                    ids: list[str] | None = None, offset: float = 0.0, scale: float = 1.0) -> Figure:
+                    ids: list[str] | None = None, offset: float = 0.0, scale: float = 1.0,
+                    known: np.ndarray | None = None) -> Figure:
     """Up to six series against time: observations (dots), held-out values (crosses), predicted
-    mean (line) and 5-95% band, the last observation marked by a dotted line."""
+    mean (line) and 5-95% band, the last observation marked by a dotted line. Values, means and
+    bands are drawn as given (pass them in the data's units); ``known`` (B, T, D) marks the
+    held-out entries whose values are known (default: held-out entries with a nonzero value),
+    as opposed to query rows."""
     n = min(len(x), _SHOWN)
     d = len(names)
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 2.9), squeeze=False)
@@ -39,9 +43,9 @@ def forecast_figure(x: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndar
             ax.plot(t[rows], mean[i, rows, j], "-", color=col, lw=1.2, label=f"{name} predicted")
             obs, held = codes[:, j] == OBSERVED, codes[:, j] == HELD_OUT
             ax.plot(t[obs], x[i, obs, 1 + j], "o", color=col, ms=3, label=f"{name} observed")
-            known = held & (x[i, :, 1 + j] != 0)
-            if known.any():
-                ax.plot(t[known], x[i, known, 1 + j], "x", color=col, ms=3, alpha=0.6, label=f"{name} held out")
+            target = held & (x[i, :, 1 + j] != 0 if known is None else known[i, :, j])
+            if target.any():
+                ax.plot(t[target], x[i, target, 1 + j], "x", color=col, ms=3, alpha=0.6, label=f"{name} held out")
         seen = codes.max(1) == OBSERVED
         if seen.any():
             ax.axvline(t[seen].max(), ls=":", color="grey", lw=0.8)
@@ -66,12 +70,20 @@ def _trajectories(ctx) -> str | None:
         return None
     x = _dense(ctx.test.x[:_SHOWN])
     with torch.no_grad():
-        mean, lo, hi = (a.cpu().numpy() for a in predict_bands(ctx.model, x, 50, ctx.run.config.train.seed))
-    info = ctx.data.info
-    names = info.get("features") or [f"x{j}" for j in range(mean.shape[-1])]
-    fig = forecast_figure(x.cpu().numpy(), mean, lo, hi, names, None, info.get("time_offset", 0.0), info.get("time_scale", 1.0))
+        bands = predict_bands(ctx.model, x, 50, ctx.run.config.train.seed)
+    info, scaler = ctx.data.info, ctx.data.scaler
+    d = bands[0].shape[-1]
+    shift, span = feature_units(scaler, d)
+    mean, lo, hi = (a.cpu().numpy() * span + shift for a in bands)  # the data's units
+    xs = x.cpu().numpy().reshape(x.shape[0], x.shape[-2], x.shape[-1])
+    # The dense grid's query rows hold 0 in the scaled data; the test split's targets do not.
+    known = (xs[..., 1 + d :] == HELD_OUT) & (xs[..., 1 : 1 + d] != 0)
+    names = info.get("features") or [f"x{j}" for j in range(d)]
+    fig = forecast_figure(scaler.inverse(xs), mean, lo, hi, names, None, info.get("time_offset", 0.0),
+                          info.get("time_scale", 1.0), known=known)
     band = "5-95% band of 50 posterior trajectories" if isinstance(ctx.model, Encoder) else "deterministic model: no band"
-    caption = f"test series: observations (dots), held-out values (crosses), predicted mean (line), {band}; dotted: last observation"
+    caption = (f"test series in the data's units: observations (dots), held-out values (crosses), predicted mean (line), "
+               f"{band}; dotted: last observation")
     return _report._section("Trajectories", ctx.figure("trajectories", fig, caption))
 
 

@@ -6,7 +6,7 @@ A split of N series is one float tensor x of shape (N, T, 1 + 2D), T the longest
 D the number of features; row r of series n is one time::
 
     x[n, r, 0]            time (normalised; see Dataset.info["time_offset"/"time_scale"])
-    x[n, r, 1 : 1 + D]    values (0 where absent)
+    x[n, r, 1 : 1 + D]    values (0 where absent), scaled by the data set's scaler
     x[n, r, 1 + D :]      a code per value: 1 observed, 2 held out, 0 absent
 
 * Observed values (1) are what a model reads and is trained on.
@@ -25,6 +25,11 @@ them with :data:`OBSERVED` / :data:`HELD_OUT`. A series' own clock starts at its
 them, are per series (the spirals' direction). ``load_data`` treats 3-D arrays as images and
 adds a channel axis, so today a data set's ``shape`` is (1, T, 1 + 2D); the models accept both.
 
+Values are in the units the model sees: ``load_data`` applies the data set's scaler
+(``Dataset.scaler``; the CSV reader standardises each feature, the simulators keep their O(1)
+values). Evaluation (``evaluate_split(..., scaler=)``), forecasts and figures map predictions
+back to the data's units with :func:`feature_units`.
+
 Build packed arrays with :func:`pack` (it raises :class:`~lvmkit.DataError` for times that do
 not increase, NaN values without a mask, or a series with fewer than two observed times) and
 read them back with :func:`unpack`.
@@ -34,7 +39,7 @@ grid with its own step sizes (:class:`lvmkit.ode.ODESolver`), and every loss ter
 computed per series before the batch mean.
 """
 from lvmkit.models.timeseries.config import LatentODEConfig, NeuralODEConfig, RNNConfig
-from lvmkit.models.timeseries.packing import ABSENT, HELD_OUT, OBSERVED, channels, compact, pack, series_shape, unpack
+from lvmkit.models.timeseries.packing import ABSENT, HELD_OUT, OBSERVED, channels, compact, feature_units, pack, series_shape, unpack
 from lvmkit.models.timeseries.parts import RECOGNITIONS, VECTOR_FIELDS, GRURecognition, HeldOutErrors, LinearField, MLPField, ODERNNRecognition, SumField
 from lvmkit.models.timeseries.latent_ode import LatentODE, build_latent_ode
 from lvmkit.models.timeseries.rnn import GRUForecaster, build_rnn
@@ -43,6 +48,6 @@ from lvmkit.models.timeseries.neural_ode import NeuralODERegression, build_neura
 __all__ = [
     "ABSENT", "HELD_OUT", "OBSERVED", "RECOGNITIONS", "VECTOR_FIELDS", "GRUForecaster", "GRURecognition", "HeldOutErrors",
     "LatentODE", "LinearField", "MLPField", "NeuralODERegression", "ODERNNRecognition", "SumField", "build_latent_ode",
-    "build_neural_ode", "build_rnn", "channels", "compact", "pack", "read_long_csv",
+    "build_neural_ode", "build_rnn", "channels", "compact", "feature_units", "pack",
     "series_shape", "unpack",
 ]

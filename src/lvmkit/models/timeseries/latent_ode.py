@@ -11,6 +11,8 @@ series, each computed on its own time grid, so it does not depend on the batch's
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -21,8 +23,11 @@ from lvmkit.models.likelihoods import Likelihood
 from lvmkit.models.ode import ODESolver
 from lvmkit.models.regularizers import KLRegularizer
 from lvmkit.models.timeseries.packing import channels, series_shape
-from lvmkit.models.timeseries.parts import (RECOGNITIONS, VECTOR_FIELDS, gaussian_likelihood, held_out_scores, masked_log_lik, mlp,
-                    observed_rows)
+from lvmkit.models.timeseries.parts import (RECOGNITIONS, SCALE_CHECK_SERIES, VECTOR_FIELDS, gaussian_likelihood,
+                                           held_out_scores, masked_log_lik, mlp, observed_rows, warn_if_unscaled)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lvmkit.data.scaling import Scaler
 
 
 class LatentODE(AbstractModel, Encoder, Forecaster):
@@ -117,11 +122,21 @@ class LatentODE(AbstractModel, Encoder, Forecaster):
             terms["sigma"] = self.likelihood.log_sigma.detach().exp()
         return LossOutput(loss, terms)
 
+    def update(self, train_x: Tensor, step: int) -> str | None:
+        """At step 0, warn when the data's scale dwarfs the likelihood's (:func:`warn_if_unscaled`)."""
+        if step == 0:
+            x = train_x[:SCALE_CHECK_SERIES]
+            with torch.no_grad():
+                _, parts = self.series_loss(x, None, eps=x.new_zeros(x.shape[0], self.latent_dim))  # posterior means
+            warn_if_unscaled(parts, self.likelihood, "latent-ode")
+        return None
+
     @torch.no_grad()
-    def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:
+    def evaluate_split(self, split, k: int, batch_size: int = 100, scaler: Optional["Scaler"] = None) -> dict:
         """MSE/RMSE of the posterior-mean trajectory at held-out entries, inside the observed
-        window (interpolation) and after it (extrapolation); ``k`` is not used."""
-        return held_out_scores(self, split)
+        window (interpolation) and after it (extrapolation), in the data's units when the data
+        set's ``scaler`` is given (:func:`held_out_scores`); ``k`` is not used."""
+        return held_out_scores(self, split, scaler=scaler)
 
 
 def build_latent_ode(cfg: LatentODEConfig, input_shape: tuple[int, ...]) -> LatentODE:

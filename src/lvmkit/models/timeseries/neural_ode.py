@@ -8,6 +8,8 @@ the spiral of the seed's figure 19.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -17,8 +19,11 @@ from lvmkit.core.errors import DataError
 from lvmkit.models.likelihoods import Likelihood
 from lvmkit.models.ode import ODESolver
 from lvmkit.models.timeseries.packing import channels, series_shape
-from lvmkit.models.timeseries.parts import (VECTOR_FIELDS, gaussian_likelihood, held_out_scores, masked_log_lik,
-                    observed_rows)
+from lvmkit.models.timeseries.parts import (SCALE_CHECK_SERIES, VECTOR_FIELDS, gaussian_likelihood, held_out_scores,
+                                           masked_log_lik, observed_rows, warn_if_unscaled)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lvmkit.data.scaling import Scaler
 
 
 class NeuralODERegression(AbstractModel, Forecaster):
@@ -83,10 +88,20 @@ class NeuralODERegression(AbstractModel, Forecaster):
         t0, y0 = self._start(to, vo, mo)
         return self.trajectory(y0, t0, t)[None]
 
+    def update(self, train_x: Tensor, step: int) -> str | None:
+        """At step 0, warn when the data's scale dwarfs the likelihood's (:func:`warn_if_unscaled`)."""
+        if step == 0:
+            with torch.no_grad():
+                _, parts = self.series_loss(train_x[:SCALE_CHECK_SERIES])
+            warn_if_unscaled(parts, self.likelihood, "neural-ode")
+        return None
+
     @torch.no_grad()
-    def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:
-        """MSE/RMSE at held-out entries, interpolation and extrapolation; ``k`` is not used."""
-        out = held_out_scores(self, split)
+    def evaluate_split(self, split, k: int, batch_size: int = 100, scaler: Optional["Scaler"] = None) -> dict:
+        """MSE/RMSE at held-out entries, interpolation and extrapolation, in the data's units
+        when the data set's ``scaler`` is given; ``k`` is not used. A linear field's A and b are
+        those of the scaled data."""
+        out = held_out_scores(self, split, scaler=scaler)
         if hasattr(self.field, "weight") and self.field.weight.dim() == 2:
             out["A"] = self.field.weight.tolist()
             out["b"] = self.field.bias.tolist()

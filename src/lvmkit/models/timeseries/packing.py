@@ -4,13 +4,16 @@ See the package docstring (:mod:`lvmkit.timeseries`) for the layout itself.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from lvmkit.core.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lvmkit.data.scaling import Scaler
 
 #: Codes of the mask channels.
 ABSENT, OBSERVED, HELD_OUT = 0.0, 1.0, 2.0
@@ -112,8 +115,20 @@ def series_shape(input_shape: tuple[int, ...]) -> tuple[int, int]:
         shape = shape[1:]
     if len(shape) != 2 or shape[1] < 3 or shape[1] % 2 == 0:
         raise DataError(f"The time-series models read packed series of shape (T, 1 + 2D), but the data has examples of "
-                        f"shape {tuple(input_shape)}; use a time-series data set (data.name = 'spirals', 'csv', ...).")
+                        f"shape {tuple(input_shape)}; use a time-series data set (data.name = 'spirals', 'series-csv', ...).")
     return shape[0], shape[1]
+
+
+def feature_units(scaler: Optional["Scaler"], d: int) -> tuple[np.ndarray, np.ndarray]:
+    """(shift (D,), span (D,)) of the value channels under ``scaler`` (a
+    :class:`lvmkit.data.scaling.Scaler` fitted on packed series, or None for values as given):
+    a value in the data's units is ``scaled * span + shift``."""
+    if scaler is None:
+        return np.zeros(d), np.ones(d)
+    c = 1 + 2 * d
+    shift = np.broadcast_to(np.asarray(scaler.shift, dtype=np.float64), (c,))
+    span = np.broadcast_to(np.asarray(scaler.span, dtype=np.float64), (c,))
+    return shift[1 : 1 + d].copy(), span[1 : 1 + d].copy()
 
 
 def channels(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -150,4 +165,4 @@ def compact(t: Tensor, rows: Tensor, *tensors: Tensor) -> tuple[Tensor, Tensor, 
     return tc, valid, out
 
 
-__all__ = ["ABSENT", "HELD_OUT", "OBSERVED", "channels", "compact", "pack", "series_shape", "unpack"]
+__all__ = ["ABSENT", "HELD_OUT", "OBSERVED", "channels", "compact", "feature_units", "pack", "series_shape", "unpack"]

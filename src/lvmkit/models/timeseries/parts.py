@@ -4,18 +4,23 @@ Gaussian likelihood and the held-out error metrics. Names from the config are re
 from __future__ import annotations
 
 import math
-from typing import Callable
+import warnings
+from typing import TYPE_CHECKING, Callable, Optional
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from lvmkit.models.distributions import log_normal
-from lvmkit.core.errors import ConfigError
+from lvmkit.core.errors import ConfigError, LvmkitWarning
 from lvmkit.models.likelihoods import LIKELIHOODS, Likelihood
 from lvmkit.models.networks import _dense_stack
 from lvmkit.models.ode import ODESolver
 from lvmkit.core.registry import Registry
-from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels, compact
+from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels, compact, feature_units
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lvmkit.data.scaling import Scaler
 
 
 def mlp(sizes: list[int], activation: str) -> nn.Sequential:
@@ -183,11 +188,14 @@ def observed_rows(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
 # -- metrics -----------------------------------------------------------------------------------
 class HeldOutErrors:
     """Squared errors at held-out entries, split at each series' last observed time:
-    interpolation (at or before it) and extrapolation (after it). Accumulates over batches."""
+    interpolation (at or before it) and extrapolation (after it). Accumulates over batches.
+    ``span`` (D,) maps scaled errors to the data's units (per feature, ``scaled * span``);
+    None keeps the units the model sees."""
 
-    def __init__(self) -> None:
+    def __init__(self, span: Tensor | None = None) -> None:
         self.sums = {"interp": 0.0, "extrap": 0.0}
         self.counts = {"interp": 0, "extrap": 0}
+        self.span = span
 
     def add(self, pred: Tensor, x: Tensor) -> None:
         t, v, c = channels(x)
@@ -196,6 +204,8 @@ class HeldOutErrors:
         held = c == HELD_OUT
         after = (t > last[:, None])[..., None]
         se = (pred - v) ** 2
+        if self.span is not None:
+            se = se * self.span.to(se) ** 2
         for name, sel in (("interp", held & ~after), ("extrap", held & after)):
             self.sums[name] += float(torch.where(sel, se, torch.zeros_like(se)).sum())
             self.counts[name] += int(sel.sum())
@@ -211,14 +221,57 @@ class HeldOutErrors:
         return out
 
 
-def held_out_scores(model, split, batch_size: int = 256) -> dict:
-    """:class:`HeldOutErrors` of ``model.predict`` (first trajectory) over a split."""
-    errors = HeldOutErrors()
+def held_out_scores(model, split, batch_size: int = 256, scaler: Optional["Scaler"] = None) -> dict:
+    """:class:`HeldOutErrors` of ``model.predict`` (first trajectory) over a split: MSE/RMSE in
+    the data's units when ``scaler`` (the data set's, :class:`lvmkit.data.scaling.Scaler`) is
+    given, with the scaled ones beside them as ``*_mse_scaled`` / ``*_rmse_scaled`` where the
+    two differ; otherwise in the units the model sees."""
+    d = (split.x.shape[-1] - 1) // 2
+    _, span = feature_units(scaler, d)
+    scaled = HeldOutErrors()
+    units = HeldOutErrors(torch.as_tensor(span)) if scaler is not None and not np.all(span == 1.0) else None
     for start in range(0, len(split), batch_size):
         xb = split.x[start : start + batch_size]
-        errors.add(model.predict(xb)[0], xb)
-    return errors.result()
+        pred = model.predict(xb)[0]
+        scaled.add(pred, xb)
+        if units is not None:
+            units.add(pred, xb)
+    if units is None:
+        return scaled.result()
+    return {**units.result(), **{f"{k}_scaled": v for k, v in scaled.result().items() if not k.endswith("_points")}}
+
+
+# -- the scale check -------------------------------------------------------------------------------
+#: How far the first loss may exceed what the likelihood implies for unit-scale data before
+#: :func:`warn_if_unscaled` speaks: two orders of magnitude.
+LOSS_SCALE_RATIO = 100.0
+
+
+def warn_if_unscaled(parts: dict[str, Tensor], likelihood: Likelihood, family: str) -> None:
+    """Warn (:class:`~lvmkit.LvmkitWarning`) when an untrained model's squared error per
+    observed value (``parts`` of its ``series_loss``: ``sq_error``, ``n_obs``) is
+    ``LOSS_SCALE_RATIO`` times or more above the unit scale its Gaussian likelihood assumes, and
+    so is its loss: the squared error over 2 sigma^2 then dwarfs what sigma implies, training
+    spends its steps on the data's offset and scale, and the errors come out large. Families
+    call it from ``update`` at step 0, on a few training series, without random draws (so
+    training's random stream is untouched)."""
+    msq = float(parts["sq_error"].sum() / parts["n_obs"].sum().clamp(min=1))
+    sigma = float(likelihood.log_sigma.detach().exp())
+    # -log N(r; 0, sigma^2) per value, for residuals of mean square r2.
+    nll = lambda r2: 0.5 * math.log(2 * math.pi * sigma**2) + r2 / (2 * sigma**2)  # noqa: E731
+    if math.isfinite(msq) and msq >= LOSS_SCALE_RATIO and nll(msq) >= LOSS_SCALE_RATIO * abs(nll(1.0)):
+        warnings.warn(
+            f"The {family} model's first loss is {nll(msq) / abs(nll(1.0)):.3g} times what its Gaussian likelihood "
+            f"(sigma = {sigma:.3g}) implies for data of unit scale: its squared error per observed value is {msq:.3g}, "
+            "so the series' values are far from O(1) in the units the model sees. Leave data.scale unset so "
+            "data.name = 'series-csv' standardises each feature (data.scale = 'none' turns that off), or check the "
+            "data's units.", LvmkitWarning, stacklevel=2)
+
+
+#: Training series the step-0 scale check reads.
+SCALE_CHECK_SERIES = 64
 
 
 __all__ = ["GRURecognition", "HeldOutErrors", "held_out_scores", "LinearField", "MLPField", "ODERNNRecognition", "RECOGNITIONS", "SumField",
-           "VECTOR_FIELDS", "gaussian_likelihood", "masked_log_lik", "mlp", "observed_rows", "time_gaps"]
+           "VECTOR_FIELDS", "LOSS_SCALE_RATIO", "SCALE_CHECK_SERIES", "gaussian_likelihood", "masked_log_lik", "mlp", "observed_rows", "time_gaps",
+           "warn_if_unscaled"]

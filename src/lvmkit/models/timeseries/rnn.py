@@ -10,6 +10,8 @@ predicted without being read; rows before a feature's first observation get its 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -17,8 +19,11 @@ from lvmkit.core.contract import FAMILIES, AbstractModel, Family, Forecaster, Lo
 from lvmkit.models.timeseries.config import TINY_SERIES, RNNConfig
 from lvmkit.models.likelihoods import Likelihood
 from lvmkit.models.timeseries.packing import OBSERVED, channels, series_shape
-from lvmkit.models.timeseries.parts import (gaussian_likelihood, held_out_scores, masked_log_lik, mlp, 
-                    observed_rows, time_gaps)
+from lvmkit.models.timeseries.parts import (SCALE_CHECK_SERIES, gaussian_likelihood, held_out_scores, masked_log_lik,
+                                           mlp, observed_rows, time_gaps, warn_if_unscaled)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lvmkit.data.scaling import Scaler
 
 
 class GRUForecaster(AbstractModel, Forecaster):
@@ -92,10 +97,19 @@ class GRUForecaster(AbstractModel, Forecaster):
         early = (rows < first_seen) & (first_seen < t.shape[1])
         return torch.where(early, first, out)[None]
 
+    def update(self, train_x: Tensor, step: int) -> str | None:
+        """At step 0, warn when the data's scale dwarfs the likelihood's (:func:`warn_if_unscaled`)."""
+        if step == 0:
+            with torch.no_grad():
+                _, parts = self.series_loss(train_x[:SCALE_CHECK_SERIES])
+            warn_if_unscaled(parts, self.likelihood, "rnn")
+        return None
+
     @torch.no_grad()
-    def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:
-        """MSE/RMSE at held-out entries, interpolation and extrapolation; ``k`` is not used."""
-        return held_out_scores(self, split)
+    def evaluate_split(self, split, k: int, batch_size: int = 100, scaler: Optional["Scaler"] = None) -> dict:
+        """MSE/RMSE at held-out entries, interpolation and extrapolation, in the data's units
+        when the data set's ``scaler`` is given; ``k`` is not used."""
+        return held_out_scores(self, split, scaler=scaler)
 
 
 def build_rnn(cfg: RNNConfig, input_shape: tuple[int, ...]) -> GRUForecaster:
