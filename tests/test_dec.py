@@ -60,3 +60,75 @@ def test_dec_stops_when_assignments_settle(tmp_path):
 def test_model_clusters_need_a_clustering_run(trained_run):
     with pytest.raises(lvmkit.DataError, match=r"--method model needs a run trained with a clustering objective"):
         lvmkit.cluster(trained_run, 10, method="model")
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (6,)])
+def test_clustering_term_weighs_gamma_against_the_per_dimension_reconstruction(shape):
+    # IDEC/DCEC (Guo et al. 2017): L_r / D + gamma * KL(P || Q), L_r summed over D dimensions;
+    # so loss = recon + gamma * D * KL, whatever the size of an example.
+    cfg = tiny_config(model={"kind": "dec", "latent_dim": 3, "hidden": [16], "clusters": 3, "pretrain_steps": 0,
+                             "gamma": 0.25})
+    model = lvmkit.build_model(cfg.model, shape)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(60, *shape, generator=g)
+    assert model.update(x, 0) is None and model.objective_stage == 1  # K-means, first targets
+    with torch.no_grad():  # move the encoder away from the frozen target copy
+        for p in model.encoder.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    reg = model.regularizer
+    with torch.no_grad():  # P from the frozen copy, Q from the current encoder (Xie et al., eq. 2)
+        q = soft_assign(model.embed(x), reg.centres)
+        qt = soft_assign(reg.target_encoder(x)[:, :3], reg.target_centres)
+        p = target_distribution(qt, qt.sum(0))
+        kl = (p * (p / q).log()).sum(1).mean()
+        penalty, terms = reg(model.embed(x), model.embed(x), None, None, x)
+    d = int(np.prod(shape))
+    assert float(kl) > 1e-5
+    torch.testing.assert_close(terms["dec_kl"], kl)
+    torch.testing.assert_close(penalty, 0.25 * d * kl)  # = D * (gamma * KL): IDEC's balance, times D
+    out = model(x).terms
+    torch.testing.assert_close(out["loss"], out["recon"] + penalty)
+
+
+class _FirstTargets:
+    """Callback: assignments and soft assignments Q of the training set under the first
+    clustering targets (K-means' centres on the pretrained codes)."""
+
+    assignments = q = None
+
+    @torch.no_grad()
+    def on_epoch_end(self, trainer, record):
+        reg = trainer.model.regularizer
+        if self.assignments is None and int(reg.refreshes) == 1:
+            self.assignments = reg.assignments.clone()
+            codes = reg.target_encoder(trainer.data.train.x)[:, : reg.latent_dim]
+            self.q = soft_assign(codes, reg.target_centres)
+
+
+def test_assignments_change_during_the_clustering_stage_at_default_settings(tmp_path):
+    # DEC's defaults (gamma 0.1, 1,000 pretraining steps, targets every 140 steps, tol 0.001)
+    # and the default train.patience; only the network and the number of epochs are small.
+    # 20 steps per epoch: pretraining is epochs 1-50, clustering up to 40 epochs (800 steps).
+    cfg = tiny_config(model={"kind": "dec", "latent_dim": 10, "hidden": [64]},
+                      train={"epochs": 90, "patience": 10})
+    first = _FirstTargets()
+    run = lvmkit.train(cfg, tmp_path / "dec", progress=False, callbacks=[first])
+    last = lvmkit.load_checkpoint(run.checkpoints / "last.pt")
+    best = lvmkit.load_checkpoint(run.checkpoints / "best.pt")
+    # Early stopping on the loss did not end the clustering stage (with the targets' refreshes
+    # not counted as new objectives it stops after 17 clustering epochs), and the best
+    # checkpoint comes from the latest targets, not from pretraining or earlier targets.
+    assert not last["state"]["stopped"].startswith("early stopping"), last["state"]["stopped"]
+    refreshes = int(last["model"]["regularizer.refreshes"])
+    assert refreshes >= 5
+    assert int(best["model"]["regularizer.refreshes"]) == refreshes
+    # The assignments moved away from K-means' ...
+    changed = float((last["model"]["regularizer.assignments"] != first.assignments).float().mean())
+    assert changed > 0.02, changed
+    # ... because the clustering term sharpened Q towards the targets P, which weigh confident
+    # assignments up (Xie et al. 2016, eq. 3): the mean top soft assignment rises from 0.36 to
+    # 0.52 here; with the unscaled term (gamma * KL against a summed reconstruction) by 0.01.
+    model = run.load_model("last")
+    q = soft_assign(model.embed(run.data().train.x), model.regularizer.centres.detach())
+    gain = float(q.max(1).values.mean() - first.q.max(1).values.mean())
+    assert gain > 0.08, gain

@@ -90,6 +90,12 @@ class AbstractModel(nn.Module, abc.ABC):
         """Changes when the training objective itself changes; best checkpoints restart then."""
         return 0
 
+    @property
+    def objective_final(self) -> bool:
+        """False while a later stage of the objective is still to come (DEC's pretraining):
+        early stopping waits for the final objective."""
+        return True
+
 
 # -- capabilities ----------------------------------------------------------------------------
 class Encoder(abc.ABC):

@@ -251,6 +251,7 @@ class Trainer:
             t0 = time.perf_counter()
             train_terms = self._train_epoch()
             if not train_terms:  # the model asked to stop before this epoch's first step
+                self.save("last")  # with the reason, so a resume does not train on
                 break
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
@@ -272,7 +273,8 @@ class Trainer:
             # A reason the model gave (e.g. DEC assignments converged) is kept as it is.
             if not self.stopped and cfg.max_steps and self.step >= cfg.max_steps:
                 self.stopped = f"reached train.max_steps = {cfg.max_steps}"
-            elif not self.stopped and self.selection and cfg.patience and self.bad_epochs >= cfg.patience:
+            elif (not self.stopped and self.selection and cfg.patience and self.bad_epochs >= cfg.patience
+                  and self.model.objective_final):
                 self.stopped = f"early stopping: no improvement of validation {self.selection} in {cfg.patience} epochs"
             with open(self.run.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")

@@ -149,6 +149,10 @@ class Autoencoder(AbstractModel, Encoder, Reconstructor, Generator, DensityModel
     def objective_stage(self) -> int:
         return self.regularizer.stage
 
+    @property
+    def objective_final(self) -> bool:
+        return self.regularizer.final
+
     # -- using a trained model ---------------------------------------------------------------
     @torch.no_grad()
     def embed(self, x: Tensor) -> Tensor:

@@ -25,6 +25,11 @@ class Regularizer(nn.Module, abc.ABC):
         """Changes when the objective itself changes during training (0 for fixed objectives)."""
         return 0
 
+    @property
+    def final(self) -> bool:
+        """False while a later stage of the objective is still to come (DEC's pretraining)."""
+        return True
+
     @abc.abstractmethod
     def forward(
         self, z: Tensor, mean: Tensor, logvar: Tensor | None, step: int, x: Tensor
