@@ -9,6 +9,7 @@ from lvmkit.models import gan  # noqa: F401  gan
 from lvmkit.models import ddpm  # noqa: F401  ddpm
 from lvmkit.models import ebm  # noqa: F401  ebm
 from lvmkit.models import rbm  # noqa: F401  rbm, dbn
+from lvmkit.models import draw  # noqa: F401  draw
 
 
 def build_model(cfg, input_shape: tuple[int, ...]) -> AbstractModel:
