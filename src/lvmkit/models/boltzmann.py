@@ -154,11 +154,11 @@ def ais_log_z(rbm: RBMEnergy, base_visible: Tensor, runs: int = 100, temperature
     var = torch.exp(2 * rbm.log_sigma.double())
     dev = W.device
 
-    def log_p(x: Tensor, beta: float) -> Tensor:  # log p_beta*(x), hidden units summed out
+    def log_p(x: Tensor, pre: Tensor, beta: float) -> Tensor:  # log p_beta*(x), hidden units summed out
         if rbm.gaussian:
             vis = -((1 - beta) * (x - aA) ** 2 + beta * (x - aB) ** 2) / (2 * var)
-            return vis.sum(-1) + F.softplus(beta * (b + (x / var) @ W)).sum(-1)
-        return (1 - beta) * (x @ aA) + beta * (x @ aB) + F.softplus(beta * (b + x @ W)).sum(-1)
+            return vis.sum(-1) + F.softplus(beta * pre).sum(-1)
+        return (1 - beta) * (x @ aA) + beta * (x @ aB) + F.softplus(beta * pre).sum(-1)
 
     def rand(*shape):
         return torch.rand(*shape, generator=generator, device=dev, dtype=torch.float64)
@@ -173,9 +173,10 @@ def ais_log_z(rbm: RBMEnergy, base_visible: Tensor, runs: int = 100, temperature
     betas = torch.linspace(0.0, 1.0, temperatures).tolist()
     log_w = torch.zeros(runs, dtype=torch.float64, device=dev)
     for prev, beta in zip(betas[:-1], betas[1:]):
-        log_w += log_p(x, beta) - log_p(x, prev)
+        pre = b + (x / var if rbm.gaussian else x) @ W  # the hidden units' input, shared by all three uses
+        log_w += log_p(x, pre, beta) - log_p(x, pre, prev)
         # one Gibbs transition that leaves p_beta invariant
-        h = (rand(runs, rbm.n_hidden) < torch.sigmoid(beta * (b + (x / var if rbm.gaussian else x) @ W))).double()
+        h = (rand(runs, rbm.n_hidden) < torch.sigmoid(beta * pre)).double()
         mean = (1 - beta) * aA + beta * (aB + h @ W.t())
         if rbm.gaussian:
             x = mean + torch.exp(rbm.log_sigma.double()) * torch.randn(x.shape, generator=generator, device=dev, dtype=torch.float64)

@@ -103,13 +103,16 @@ class _Chains:
         return self.sampler.run(layer, start.detach(), self.steps)[0]
 
 
-def _surrogate(layer: RBMEnergy, x: Tensor, neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """F(x).mean() - F(neg).mean(): its gradient is the positive minus the negative phase."""
+def _surrogate(layer: RBMEnergy, x: Tensor, neg: Tensor, recon: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+    """F(x).mean() - F(neg).mean(): its gradient is the positive minus the negative phase. With
+    ``recon``, also the squared error of E[x | p(h | x)] (a monitor; training steps skip it)."""
     f_pos = layer.free_energy(x)
     loss = f_pos.mean() - layer.free_energy(neg.detach()).mean()
-    with torch.no_grad():
-        recon = (layer.visible_mean(layer.p_h(x)) - x).pow(2).sum(-1).mean()
-    return loss, {"loss": loss.detach(), "free_energy": f_pos.mean().detach(), "recon": recon}
+    terms = {"loss": loss.detach(), "free_energy": f_pos.mean().detach()}
+    if recon:
+        with torch.no_grad():
+            terms["recon"] = (layer.visible_mean(layer.p_h(x)) - x).pow(2).sum(-1).mean()
+    return loss, terms
 
 
 class _LoadSizedBuffers:
@@ -159,18 +162,23 @@ class RBM(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator, Density
     def training_step(self, x: Tensor, step: int, opt) -> dict[str, Tensor]:
         x = self._flat(x)
         _check_batch(self.layer, x, self._state)
-        if step == 0:
-            self._set_base(x)
         neg = self.chains.negative(self.layer, x, self.persistent_chains)
         if self.chains.persistent:
             self.persistent_chains = neg.detach().clone()
-        loss, terms = _surrogate(self.layer, x, neg)
+        loss, terms = _surrogate(self.layer, x, neg, recon=False)
         opt.minimize("main", loss)
         return terms
 
     @torch.no_grad()
+    def update(self, train_x: Tensor, step: int) -> str | None:
+        # AIS's base model, from the whole training split before the first step: the pixels'
+        # base rates as log-odds (binary) or their means (Gaussian)
+        if step == 0:
+            self._set_base(self._flat(train_x))
+        return None
+
+    @torch.no_grad()
     def _set_base(self, x: Tensor) -> None:
-        # AIS's base model: the data's base rates as log-odds (binary) or means (Gaussian)
         m = x.mean(0)
         self.base_visible.copy_(m if self.layer.gaussian else torch.log((m + 1e-3) / (1 - m + 1e-3)))
 
