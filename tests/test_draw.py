@@ -158,6 +158,11 @@ def test_tiny_draw_trains_on_digits_and_samples_and_evaluates(tmp_path):
     model = run.load_model("best")
     x = run.data().test.x[:3]
     assert model.embed(x).shape == (3, 12) and model.reconstruct(x).shape == x.shape
+    # the last canvas is the reconstruction; the report shows every step's
+    steps = model.canvases(x)
+    assert [label for label, _ in steps][-1] == f"t={model.time_steps}"
+    torch.testing.assert_close(steps[-1][1], model.reconstruct(x))
+    assert "canvas after each step" in lvmkit.write_report(run).read_text()
 
 
 @pytest.mark.parametrize("model,shape,match", [

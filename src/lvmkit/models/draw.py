@@ -86,6 +86,7 @@ class _Trace:
     means: list[Tensor]
     logvars: list[Optional[Tensor]]
     zs: list[Tensor]
+    canvases: list[Tensor]  # c_1 .. c_T (pre-likelihood), for the report's strip
 
 
 class Draw(AbstractModel, Encoder, Reconstructor, Generator, DensityModel):
@@ -135,11 +136,11 @@ class Draw(AbstractModel, Encoder, Reconstructor, Generator, DensityModel):
     def _trace(self, x: Tensor, sample: bool = True) -> _Trace:
         """Run all T steps on x (batch, *input_shape); ``sample`` False uses posterior means."""
         state = self._initial(x)
-        tr = _Trace(state[0], [], [], [], [])
+        tr = _Trace(state[0], [], [], [], [], [])
         for _ in range(self.time_steps):
             eps = torch.randn(x.shape[0], self.z_dim, device=x.device, dtype=x.dtype) if sample and self.stochastic else None
             state, r, mean, logvar, z = self._step(x, state, eps)
-            for seq, v in ((tr.reads, r), (tr.means, mean), (tr.logvars, logvar), (tr.zs, z)):
+            for seq, v in ((tr.reads, r), (tr.means, mean), (tr.logvars, logvar), (tr.zs, z), (tr.canvases, state[0])):
                 seq.append(v)
         tr.canvas = state[0]
         return tr
@@ -170,6 +171,12 @@ class Draw(AbstractModel, Encoder, Reconstructor, Generator, DensityModel):
         the last step's (batch, latent) with ``codes = "last"``; z_t = mean_t throughout."""
         means = self._trace(x, sample=False).means
         return torch.cat(means, 1) if self.codes == "all" else means[-1]
+
+    @torch.no_grad()
+    def canvases(self, x: Tensor) -> list[tuple[str, Tensor]]:
+        """The canvas after each step as data (the likelihood's mean), z_t at posterior means:
+        [("t=1", ...), ..., ("t=T", ...)], each shaped like ``x``."""
+        return [(f"t={t}", self.likelihood.mean(c)) for t, c in enumerate(self._trace(x, sample=False).canvases, start=1)]
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:

@@ -113,7 +113,12 @@ def _recon(ctx: _Context) -> str | None:
     x = ctx.test.x[:16]
     r = ctx.model.reconstruct(x)
     fig = figures.reconstructions(x.cpu().numpy(), r.cpu().numpy())
-    return _section("Reconstructions", ctx.figure("reconstructions", fig, "test inputs and their reconstructions (posterior mean code)"))
+    body = ctx.figure("reconstructions", fig, "test inputs and their reconstructions (posterior mean code)")
+    canvases = getattr(ctx.model, "canvases", None)  # models that build an image over steps (DRAW)
+    if callable(canvases) and ctx.data.is_image:
+        steps = [("input", x[:4].cpu().numpy())] + [(label, c.cpu().numpy()) for label, c in canvases(x[:4])]
+        body += ctx.figure("canvas", figures.chain_strip(steps), "the canvas after each step for 4 test inputs (input first)")
+    return _section("Reconstructions", body)
 
 
 def _grey(x: np.ndarray) -> np.ndarray:
