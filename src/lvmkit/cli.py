@@ -315,6 +315,41 @@ def compare(
 
 
 @app.command()
+def search(
+    space: Annotated[Optional[Path], typer.Argument(help="Space TOML: an experiment with a \\[search] table.")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", "-n", help="Finished trials wanted in all (default: search.trials).")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Local worker processes sharing the study.")] = 1,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db).")] = None,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name (default: the space file's stem).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Search directory (default: searches/STUDY-TIME).")] = None,
+    sampler: Annotated[Optional[str], typer.Option("--sampler", help="random (default) or tpe.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this search directory (stale RUNNING trials are re-queued).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-trial lines.")] = False,
+) -> None:
+    """Hyperparameter search (optuna): each trial is a run directory OUT/trials/NNNN; prints OUT."""
+    from lvmkit.search import run_search
+
+    if sampler is not None and sampler not in ("random", "tpe"):
+        raise LvmkitError(f"--sampler must be 'random' or 'tpe', got {sampler!r}.")
+    found = run_search(space, trials=trials, workers=workers, storage=storage, study=study, out=out,
+                       sampler=sampler, resume=resume, progress=not quiet)
+    best = [t for t in found.trials if t.state.name == "COMPLETE"]
+    if best and not quiet:
+        typer.echo(f"best: trial {found.best_trial.number}, value {found.best_value:.6g}", err=True)
+    typer.echo(found.user_attrs["directory"])
+
+
+@app.command("search-report")
+def search_report(
+    directory: Annotated[Path, typer.Argument(help="Search directory ('lvmkit search' printed it).")],
+) -> None:
+    """Trials ranked by the objective, Spearman rank correlations, best.toml; prints DIR/search.html."""
+    from lvmkit.search import search_report as _search_report
+
+    typer.echo(str(_search_report(directory)))
+
+
+@app.command()
 def demo(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory.")] = None,
     set_: SetOpt = [],

@@ -1,0 +1,246 @@
+"""Run a hyperparameter search: an optuna study whose trials are ordinary run directories.
+
+Layout of a search directory ``DIR``::
+
+    DIR/space.toml       the space file, copied (resume and report read it)
+    DIR/study.json       storage URL, study name, sampler, trial count
+    DIR/study.db         the SQLite storage (default)
+    DIR/trials/NNNN/     one run directory per optuna trial number
+
+Workers are local processes started with ``spawn``; they share the study through its storage,
+each runs a fixed share of the missing trials (so the total is exactly N), and each also stops
+once the study holds N finished trials (optuna's ``MaxTrialsCallback``), in case another
+process works on the same study.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lvmkit.core.config import make_config
+from lvmkit.core.errors import ConfigError, LvmkitError
+from lvmkit.search.space import SAMPLERS, SearchSpace, load_space
+
+_FINISHED = ("COMPLETE", "PRUNED")
+
+
+def _optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is reported by our own one-line error
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def _storage(url: str):
+    optuna = _optuna()
+    if url.startswith("sqlite:"):
+        # Workers share one SQLite file: wait for its lock rather than fail at once.
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+    return optuna.storages.RDBStorage(url)
+
+
+def _sampler(name: str, seed: int):
+    optuna = _optuna()
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _count(study, states: tuple[str, ...]) -> int:
+    optuna = _optuna()
+    return len(study.get_trials(deepcopy=False, states=tuple(getattr(optuna.trial.TrialState, s) for s in states)))
+
+
+class _Report:
+    """Epoch callback: reports the objective to the trial and asks the pruner, and remembers the
+    record the objective is read from (the best epoch when the family selects one, else the last)."""
+
+    def __init__(self, trial: Any, objective: str, prune: bool) -> None:
+        self.trial, self.objective, self.prune = trial, objective, prune
+        self.record: dict[str, Any] | None = None
+        self.pruned = False
+
+    def on_epoch_end(self, trainer, record: dict[str, Any]) -> None:
+        if self.objective not in record:
+            keys = ", ".join(k for k in record if k.startswith(("val_", "train_")))
+            raise ConfigError(f"search.objective {self.objective!r} is not a metric of this run; valid keys are: {keys}.")
+        selection = trainer.selection
+        if selection is None or self.record is None or record.get(f"val_{selection}") == trainer.best_val:
+            self.record = record
+        value = float(record[self.objective])
+        if self.prune and math.isfinite(value):
+            self.trial.report(value, record["epoch"])
+            if self.trial.should_prune():
+                self.pruned = True
+                trainer.stopped = f"pruned by the search at epoch {record['epoch']} (median rule)"
+
+
+def objective_value(record: dict[str, Any], objective: str) -> float:
+    """The objective of one metrics record (a ConfigError names the keys when it is absent)."""
+    if objective not in record:
+        raise ConfigError(f"search.objective {objective!r} is not in the run's metrics; valid keys are: {', '.join(record)}.")
+    return float(record[objective])
+
+
+def _objective(space: SearchSpace, out: Path, progress: bool):
+    from lvmkit.core.train import train
+
+    def run_trial(trial) -> float:
+        optuna = _optuna()
+        values = space.sample(trial)
+        cfg = make_config(space.document(values))
+        run_dir = out / "trials" / f"{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        if run_dir.exists():  # a number reused after a storage reset: the old files are stale
+            shutil.rmtree(run_dir)
+        cb = _Report(trial, space.objective, space.prune)
+        train(cfg, run_dir, progress=False, callbacks=[cb])
+        if cb.pruned:
+            if progress:
+                print(f"trial {trial.number}: pruned  ({run_dir})", file=sys.stderr)
+            raise optuna.TrialPruned()
+        if cb.record is None:
+            raise LvmkitError(f"Trial {trial.number} trained no epoch, so it has no {space.objective}; see {run_dir}.")
+        value = objective_value(cb.record, space.objective)
+        if progress:
+            print(f"trial {trial.number}: {space.objective} {value:.6g}  ({run_dir})", file=sys.stderr)
+        return value
+
+    return run_trial
+
+
+def _optimize(out: Path, worker: int, quota: int, threads: int | None, progress: bool, errors=None) -> None:
+    """One worker: load the study from DIR/study.json and run up to ``quota`` trials (fewer if
+    the study reaches N finished trials first, e.g. when another process works on it too)."""
+    try:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        optuna = _optuna()
+        info = json.loads((out / "study.json").read_text())
+        space = load_space(out / "space.toml")
+        storage = _storage(info["storage"])
+        pruner = optuna.pruners.MedianPruner() if space.prune else optuna.pruners.NopPruner()  # not kept in storage
+        study = optuna.load_study(study_name=info["study"], storage=storage, pruner=pruner)
+        n = info["trials"]
+        import numpy as np
+
+        # Distinct streams per worker and per resume: the same seed again would replay the same points.
+        seed = int(np.random.SeedSequence([space.seed, worker, len(study.trials)]).generate_state(1)[0])
+        study.sampler = _sampler(info["sampler"], seed)
+        stop = optuna.study.MaxTrialsCallback(n, states=tuple(getattr(optuna.trial.TrialState, s) for s in _FINISHED))
+        study.optimize(_objective(space, out, progress), n_trials=quota, callbacks=[stop], catch=())
+    except BaseException as err:
+        if errors is None:
+            raise
+        errors.put(str(err) if isinstance(err, LvmkitError) else f"{type(err).__name__}: {err}")
+
+
+def _requeue_stale(study) -> int:
+    """Mark trials left RUNNING (their worker died) as FAIL and enqueue their parameters again."""
+    optuna = _optuna()
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for t in stale:
+        study._storage.set_trial_user_attr(t._trial_id, "failed_because", "left running by a dead worker; re-queued on resume")
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
+    return len(stale)
+
+
+def run_search(space_path: str | Path | None = None, *, trials: int | None = None, workers: int = 1,
+               storage: str | None = None, study: str | None = None, out: str | Path | None = None,
+               sampler: str | None = None, resume: str | Path | None = None, progress: bool = False):
+    """Run (or resume) a hyperparameter search; every trial is a run directory.
+
+    Args:
+        space_path: the space TOML file (an experiment with a ``[search]`` table); omit with ``resume``.
+        trials: total number of finished trials wanted (default: ``search.trials``, 20).
+        workers: local worker processes; each uses ``cpu_count // workers`` torch threads.
+        storage: an optuna storage URL (default: ``sqlite:///DIR/study.db``).
+        study: the study name (default: the space file's stem).
+        out: the search directory (default: searches/STEM-TIME).
+        sampler: "random" (default, seeded by ``train.seed``) or "tpe".
+        resume: a search directory to continue: trials left RUNNING are marked FAIL and their
+            parameters re-queued, then trials run until ``trials`` (default: its own) are finished.
+        progress: one line per trial on stderr.
+
+    Returns:
+        The optuna study (``study.user_attrs["directory"]`` is the search directory).
+
+    Raises:
+        ConfigError: the space is invalid (checked before any trial runs).
+        LvmkitError: the search directory is missing or already holds a search, or a worker failed.
+    """
+    optuna = _optuna()
+    if workers < 1:
+        raise LvmkitError(f"workers must be a positive number of processes, got {workers}.")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise ConfigError(f"sampler must be one of: {', '.join(SAMPLERS)}; got {sampler!r}.")
+    if trials is not None and trials < 1:
+        raise LvmkitError(f"trials must be a positive number, got {trials}.")
+    if resume is not None:
+        if space_path is not None or storage is not None or study is not None or out is not None:
+            raise LvmkitError("--resume continues a search with its own space and storage; do not pass SPACE, --storage, --study or --out with it.")
+        out = Path(resume)
+        if not (out / "study.json").is_file():
+            raise LvmkitError(f"{str(out)!r} is not a search directory (no study.json); pass the directory 'lvmkit search' printed.")
+        info = json.loads((out / "study.json").read_text())
+        if trials is not None:
+            info["trials"] = trials
+        if sampler is not None:
+            info["sampler"] = sampler
+        (out / "study.json").write_text(json.dumps(info, indent=2))
+        handle = optuna.load_study(study_name=info["study"], storage=_storage(info["storage"]))
+        _requeue_stale(handle)
+    else:
+        if space_path is None:
+            raise LvmkitError("Pass a space file (an experiment TOML with a [search] table) or --resume DIR.")
+        space = load_space(space_path)
+        sampler = sampler or space.sampler
+        name = study or Path(space_path).stem
+        out = Path(out) if out is not None else Path("searches") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out / "study.json").exists():
+            raise LvmkitError(f"{str(out)!r} already holds a search; continue it with --resume {out} or choose another --out.")
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(space_path, out / "space.toml")
+        url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+        try:
+            handle = optuna.create_study(study_name=name, storage=_storage(url), direction=space.direction)
+        except optuna.exceptions.DuplicatedStudyError:
+            raise LvmkitError(f"The storage already holds a study named {name!r}; pass another --study or --resume its directory.") from None
+        handle.set_user_attr("directory", str(out))
+        info = {"storage": url, "study": name, "sampler": sampler, "trials": trials or space.trials}
+        (out / "study.json").write_text(json.dumps(info, indent=2))
+    # Each worker gets a fixed share of the missing trials, so the total is exact: a shared
+    # "stop at N running-or-finished" rule races when two workers ask at the same moment.
+    remaining = max(0, json.loads((out / "study.json").read_text())["trials"] - _count(handle, _FINISHED))
+    quotas = [q for q in (remaining // workers + (w < remaining % workers) for w in range(workers)) if q > 0]
+    if len(quotas) == 1:
+        _optimize(out, 0, quotas[0], None, progress)
+    elif quotas:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        errors = ctx.Queue()
+        threads = max(1, (os.cpu_count() or 1) // len(quotas))
+        procs = [ctx.Process(target=_optimize, args=(out, w, q, threads, progress, errors)) for w, q in enumerate(quotas)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        if not errors.empty():
+            raise LvmkitError(f"A search worker failed: {errors.get()}")
+        dead = [p.exitcode for p in procs if p.exitcode]
+        if dead:
+            raise LvmkitError(f"A search worker exited with status {dead[0]}; continue with --resume {out}.")
+    return optuna.load_study(study_name=handle.study_name, storage=_storage(json.loads((out / "study.json").read_text())["storage"]))
