@@ -4,7 +4,6 @@ class; its typed config and presets live here too."""
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +22,7 @@ from lvmkit.core.errors import ConfigError
 from lvmkit.models.likelihoods import LIKELIHOODS, Likelihood
 from lvmkit.models.networks import NETWORKS
 from lvmkit.models.regularizers import REGULARIZERS, Regularizer
+from lvmkit.models.evaluation import reconstruction_and_likelihood
 from lvmkit.models import dec as _dec  # noqa: F401  (registers the "dec" regularizer)
 
 
@@ -221,31 +221,7 @@ class Autoencoder(AbstractModel, Encoder, Reconstructor, Generator, DensityModel
     def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:
         """Reconstruction error; with a stochastic encoder also the single-sample ELBO and its
         terms and the importance-weighted log p(x) with ``k`` samples, batched over examples."""
-        from lvmkit.data import batches
-
-        sq = sum(float(((self.reconstruct(xb) - xb) ** 2).flatten(1).sum()) for xb, _ in batches(split, 256, shuffle=False))
-        out: dict = {"recon_sq_error": sq / len(split)}  # per example, summed over dimensions
-        if not self.stochastic:
-            return out
-        parts: dict[str, list[Tensor]] = {}
-        for xb, _ in batches(split, 256, shuffle=False):
-            for name, v in self.elbo(xb).items():
-                parts.setdefault(name, []).append(v)
-        out.update({f"test_{name}": float(torch.cat(v).mean()) for name, v in parts.items()})
-        t0 = time.perf_counter()
-        ll = torch.cat([self.log_likelihood(xb, k) for xb, _ in batches(split, batch_size, shuffle=False)])
-        if ll.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-        out.update({
-            "k": k,
-            "log_likelihood": float(ll.mean()),
-            "nll": -float(ll.mean()),
-            "nll_stderr": float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else 0.0,
-            "iw_seconds": seconds,
-            "iw_examples_per_second": len(ll) / seconds if seconds > 0 else float("inf"),
-        })
-        return out
+        return reconstruction_and_likelihood(self, split, k, batch_size, self.stochastic)
 
 
 def build_autoencoder(cfg: AutoencoderConfig, input_shape: tuple[int, ...]) -> Autoencoder:

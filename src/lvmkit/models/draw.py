@@ -11,7 +11,6 @@ scale is not clipped to >= 1.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -28,6 +27,7 @@ from lvmkit.models.draw_attention import READERS, WRITERS
 from lvmkit.models.kinds import MODEL_KINDS
 from lvmkit.models.likelihoods import LIKELIHOODS, Likelihood
 from lvmkit.models.regularizers import REGULARIZERS, Regularizer
+from lvmkit.models.evaluation import reconstruction_and_likelihood
 
 # Per-step latent penalties DRAW accepts from REGULARIZERS ("dec" needs a clustering model).
 _LATENTS = ("kl", "mmd", "none")
@@ -237,29 +237,7 @@ class Draw(AbstractModel, Encoder, Reconstructor, Generator, DensityModel):
     def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:
         """Reconstruction error; when stochastic also the single-sample ELBO and its terms and
         the importance-weighted log p(x) with ``k`` samples and its standard error."""
-        from lvmkit.data import batches
-
-        sq = sum(float(((self.reconstruct(xb) - xb) ** 2).flatten(1).sum()) for xb, _ in batches(split, 256, shuffle=False))
-        out: dict = {"recon_sq_error": sq / len(split)}  # per example, summed over dimensions
-        if not self.stochastic:
-            return out
-        parts: dict[str, list[Tensor]] = {}
-        for xb, _ in batches(split, 256, shuffle=False):
-            for name, v in self.elbo(xb).items():
-                parts.setdefault(name, []).append(v)
-        out.update({f"test_{name}": float(torch.cat(v).mean()) for name, v in parts.items()})
-        t0 = time.perf_counter()
-        ll = torch.cat([self.log_likelihood(xb, k) for xb, _ in batches(split, batch_size, shuffle=False)])
-        seconds = time.perf_counter() - t0
-        out.update({
-            "k": k,
-            "log_likelihood": float(ll.mean()),
-            "nll": -float(ll.mean()),
-            "nll_stderr": float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else 0.0,
-            "iw_seconds": seconds,
-            "iw_examples_per_second": len(ll) / seconds if seconds > 0 else float("inf"),
-        })
-        return out
+        return reconstruction_and_likelihood(self, split, k, batch_size, self.stochastic)
 
 
 def build_draw(cfg: DrawConfig, input_shape: tuple[int, ...]) -> Draw:
