@@ -1,6 +1,8 @@
 """Latent-space analysis: the encoder as a transformer, probes, clustering metrics."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -128,3 +130,29 @@ def test_metrics_without_labels_is_an_error(tmp_path):
     assert "acc" not in lvmkit.cluster(run, 3)["results"]["latent"]
     with pytest.raises(DataError, match=r"has no labels, so probe metrics cannot be computed"):
         lvmkit.probe(run, [5])
+
+
+def test_thesis_protocol_labels_fifteen_percent_of_each_training_class_split_70_30(trained_run, capsys, tmp_path):
+    import shutil
+
+    from lvmkit.analysis.probe import probe_thesis, thesis_split
+
+    shutil.copytree(trained_run.path, tmp_path / "run")
+    trained_run = lvmkit.Run.open(tmp_path / "run")  # a copy: the session's run stays read-only
+
+    y = np.repeat(np.arange(3), [100, 40, 7])
+    tr, te = thesis_split(y, 0.15, 0.3, np.random.default_rng(0))
+    assert len(set(tr) & set(te)) == 0
+    for c, n in zip(range(3), (15, 6, 2)):  # 15% of each class (at least 2), 30% of those for testing
+        assert (y[tr] == c).sum() + (y[te] == c).sum() == n
+        assert (y[te] == c).sum() == min(max(1, round(0.3 * n)), n - 1)
+    res = probe_thesis(trained_run, repeats=3)
+    n_train = len(trained_run.data().train)
+    assert res["n_classifier_train"] + res["n_classifier_test"] == pytest.approx(0.15 * n_train, abs=10)
+    assert res["split"] == "train" and len(res["results"]["latent"]["f1"]["mean"]) == 10
+    assert json.loads((trained_run.path / "probe_thesis.json").read_text())["protocol"] == "thesis"
+    assert main(["probe", str(trained_run.path), "--protocol", "thesis", "--repeats", "2"]) == 0
+    assert "thesis protocol  macro f1" in capsys.readouterr().out
+    assert main(["probe", str(trained_run.path), "--protocol", "half"]) == 2
+    assert "Unknown probe protocol 'half'" in capsys.readouterr().err
+    assert "thesis protocol: 15% of each training class labelled" in lvmkit.write_report(trained_run).read_text()

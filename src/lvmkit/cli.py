@@ -223,10 +223,20 @@ def probe(
     labels: Annotated[str, typer.Option(help="Labelled examples per class, comma-separated.")] = "10,100,1000",
     repeats: Annotated[int, typer.Option(help="Random draws of the labelled examples per budget.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
+    protocol: Annotated[str, typer.Option(help="labels: n labelled examples per class, scored on the test split; thesis: 15% of each class of the training split, split 70/30 (RUN/probe_thesis.json).")] = "labels",
 ) -> None:
     """Few-label logistic-regression probes on the codes, raw inputs and PCA; writes RUN/probe.json."""
-    from lvmkit.analysis.probe import probe as _probe
+    from lvmkit.analysis.probe import probe as _probe, probe_thesis
 
+    if protocol not in ("labels", "thesis"):
+        raise LvmkitError(f"Unknown probe protocol {protocol!r}; choose 'labels' or 'thesis'.")
+    if protocol == "thesis":
+        res = probe_thesis(run, repeats=repeats, seed=seed)
+        for name, r in res["results"].items():
+            f1 = ", ".join(f"{c}: {m:.3f}" for c, m in zip(res["class_names"] or r["classes"], r["f1"]["mean"]))
+            typer.echo(f"{name:>7} thesis protocol  macro f1 {r['macro_f1']['mean']:.3f} +- {r['macro_f1']['std']:.3f}  per class f1 {f1}")
+        typer.echo(str(Path(run) / "probe_thesis.json"))
+        return
     res = _probe(run, _int_list(labels, "--labels"), repeats, seed=seed)
     for n, why in res["skipped"].items():
         typer.echo(f"skipped {n} labels/class: {why}", err=True)

@@ -132,3 +132,53 @@ def probe(run: Run | str | Path, labels: list[int] = (10, 100, 1000), repeats: i
         fig = figures.learning_curve(out)
         fig.savefig(run.figures / "probe.png", dpi=110, bbox_inches="tight")
     return out
+
+
+def thesis_split(y: np.ndarray, fraction: float, test_share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The thesis's labelled subset (Solli 2019, sec. 4.4): ``fraction`` of each class drawn
+    from ``y``, then split per class into classifier training and test (``test_share``)."""
+    train, test = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n = max(2, int(round(fraction * len(idx))))
+        if len(idx) < 2:
+            raise DataError(f"Class {c} has {len(idx)} labelled training example; the thesis protocol needs at least 2 per class.")
+        labelled = idx[:n]
+        n_test = min(max(1, int(round(test_share * n))), n - 1)
+        test.append(labelled[:n_test])
+        train.append(labelled[n_test:])
+    return np.concatenate(train), np.concatenate(test)
+
+
+def probe_thesis(run: Run | str | Path, fraction: float = 0.15, test_share: float = 0.3, repeats: int = 10, *,
+                 seed: int = 0, write: bool = True) -> dict:
+    """The thesis's classification protocol on a run's training split: ``fraction`` of each class
+    labelled, split ``1 - test_share`` / ``test_share`` into classifier training and test, the
+    same logistic regression as :func:`probe` on the codes, raw inputs and PCA of equal width;
+    ``repeats`` draws. Precision and recall are the standard ones (the thesis's eq. 4.2 and 4.3
+    swap their names). Writes ``RUN/probe_thesis.json``; the test split is never used.
+    """
+    from lvmkit.analysis.latent import LatentEncoder
+
+    if not 0 < fraction <= 1 or not 0 < test_share < 1 or repeats <= 0:
+        raise DataError(f"The thesis protocol needs 0 < fraction <= 1, 0 < test_share < 1 and repeats > 0; got "
+                        f"fraction={fraction}, test_share={test_share}, repeats={repeats}.")
+    run = run if isinstance(run, Run) else Run.open(run)
+    data = run.data()
+    if data.train.y is None:
+        raise DataError(f"The data of run {str(run.path)!r} has no labels, so probe metrics cannot be computed; supply labels (data.y_key).")
+    enc = LatentEncoder(run).fit()
+    x = data.evaluated_train().x.numpy()
+    y = data.train.y.numpy()
+    flat = x.reshape(len(x), -1)
+    feats = {"latent": enc.transform(x), "raw": flat,
+             "pca": PCA(enc.model_.latent_dim, random_state=seed).fit(flat).transform(flat)}
+    splits = [thesis_split(y, fraction, test_share, np.random.default_rng(seed + 1000 * r)) for r in range(repeats)]
+    results = {name: _summarise([probe_scores(f[tr], y[tr], f[te], y[te]) for tr, te in splits]) for name, f in feats.items()}
+    out = {"protocol": "thesis", "fraction": fraction, "test_share": test_share, "repeats": repeats,
+           "n_classifier_train": len(splits[0][0]), "n_classifier_test": len(splits[0][1]), "split": "train",
+           "class_names": data.class_names, "results": results,
+           "widths": {name: int(f.shape[1]) for name, f in feats.items()}}
+    if write:
+        run.write_json("probe_thesis.json", out)
+    return out

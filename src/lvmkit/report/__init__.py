@@ -233,6 +233,9 @@ def _image_file(ctx: _Context, name: str, caption: str) -> str:
 
 def _probe(ctx: _Context) -> str | None:
     res = ctx.run.read_json("probe.json")
+    thesis = ctx.run.read_json("probe_thesis.json")
+    if not res and thesis:
+        return _section("Few-label probes (probe_thesis.json)", _thesis_table(thesis))
     if not res:
         return None
     rows = {}
@@ -245,7 +248,20 @@ def _probe(ctx: _Context) -> str | None:
     body = f"<p>{html.escape(describe(res))}</p>" + _table(rows)
     if (ctx.run.figures / "probe.png").is_file():
         body += _image_file(ctx, "probe.png", "probe metrics against the number of labelled examples per class")
+    if thesis:
+        body += _thesis_table(thesis)
     return _section("Few-label probes (probe.json)", body)
+
+
+def _thesis_table(res: dict) -> str:
+    names = res.get("class_names")
+    rows = {}
+    for name, r in res["results"].items():
+        per_class = ", ".join(f"{c}: {m:.3f}" for c, m in zip(names or r["classes"], r["f1"]["mean"]))
+        rows[name] = f"macro f1 {r['macro_f1']['mean']:.3f} +- {r['macro_f1']['std']:.3f}; f1 per class {per_class}"
+    title = (f"thesis protocol: {100 * res['fraction']:g}% of each training class labelled, split "
+             f"{100 * (1 - res['test_share']):g}/{100 * res['test_share']:g}, {res['repeats']} draws (training split only)")
+    return _table(rows, title)
 
 
 def _clusters(ctx: _Context) -> str | None:
