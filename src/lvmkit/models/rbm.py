@@ -92,8 +92,9 @@ def _check_batch(layer: RBMEnergy, x: Tensor, state: dict) -> None:
 
 
 class _Chains:
-    """The negative phase of one RBM layer: CD-k from the batch, or persistent chains held in a
-    buffer of the owning module (``owner.<name>``), advanced only when ``advance`` is true."""
+    """The negative phase of one RBM layer: ``steps`` sampler steps from the batch (CD-k), or
+    from the persistent chains the model passes in (PCD); the model keeps the chains in a buffer
+    and writes them back only in ``training_step``."""
 
     def __init__(self, sampler: ChainSampler, steps: int, persistent: bool) -> None:
         self.sampler, self.steps, self.persistent = sampler, steps, persistent
@@ -234,7 +235,6 @@ class RBM(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator, Density
         return E[x | h] of their last states, shaped as the data."""
         sampler = sampler or self.chains.sampler
         steps = steps or sampler.steps or self.sample_steps
-        dev = self.layer.W.device
         x0 = _noise(self.layer, n, generator)
         x, chain = sampler.run(self.layer, x0, steps, generator, keep)
         out = self.layer.visible_mean(self.layer.sample_h(x, generator)).reshape(n, *self.input_shape)

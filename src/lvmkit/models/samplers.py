@@ -23,6 +23,9 @@ SAMPLERS: Registry[Callable[..., "Sampler"]] = Registry("sampler")
 class Sampler(abc.ABC):
     """Draws x_0 from a trained diffusion."""
 
+    #: whether ``step`` adds noise (a deterministic sampler's run draws none)
+    stochastic: bool = True
+
     @abc.abstractmethod
     def timesteps(self, T: int) -> list[int]:
         """The timestep indices visited, from the noisiest down to 0."""
@@ -52,7 +55,7 @@ class Sampler(abc.ABC):
             tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
             pred, var_out = denoise(x, tt)
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-            noise = torch.randn(shape, generator=generator, device=device) if t_prev >= 0 else None
+            noise = torch.randn(shape, generator=generator, device=device) if self.stochastic and t_prev >= 0 else None
             x = self.step(diffusion, pred, var_out, x, t, t_prev, noise)
         if keep:
             chain.append(("x_0", x.clone()))
@@ -104,6 +107,7 @@ class DDIM(Sampler):
         if not 0.0 <= eta <= 1.0:
             raise ConfigError(f"DDIM's eta must lie in [0, 1], got {eta}; 0 is deterministic, 1 is ancestral-like.")
         self.steps, self.eta = steps, eta
+        self.stochastic = eta > 0
 
     def check(self, diffusion):
         if self.steps > diffusion.T:
@@ -121,7 +125,7 @@ class DDIM(Sampler):
         ab_prev = float(diffusion.abar[t_prev]) if t_prev >= 0 else 1.0
         sigma = self.eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) ** 0.5
         out = ab_prev ** 0.5 * x0 + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps
-        return out + sigma * noise if (sigma > 0 and noise is not None) else out
+        return out + sigma * noise if noise is not None else out
 
 
 def make_sampler(name: str, steps: int | None = None, eta: float | None = None) -> Sampler:
