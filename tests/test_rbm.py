@@ -123,21 +123,53 @@ def test_chains_sample_the_exact_distribution(sampler, steps):
     assert stats.chisquare(counts, wrong / wrong.sum() * len(x)).pvalue < 1e-6
 
 
-def test_cd_gradient_approaches_the_exact_gradient_as_k_grows():
-    r = _rbm(5, 4, scale=1.2, seed=5)
-    data = torch.tensor([[1, 0, 1, 1, 0], [0, 1, 1, 0, 0], [1, 1, 0, 0, 1]], dtype=torch.float64)
+def _exact_w_gradient(r, data):
+    # gradient of mean log p(data) wrt W: <x p(h|x)>_data - <x p(h|x)>_model
     xs, p = _exact_marginal(r)
-    # exact gradient of mean log p(data) wrt W: <x p(h|x)>_data - <x p(h|x)>_model
-    exact = (data.t() @ r.p_h(data) / len(data) - (xs * p[:, None]).t() @ r.p_h(xs)).detach()
+    return (data.t() @ r.p_h(data) / len(data) - (xs * p[:, None]).t() @ r.p_h(xs)).detach()
+
+
+def _surrogate_error(r, chains, data, exact, hidden=None):
+    """Relative error of the training surrogate's W gradient (the path training_step takes)."""
+    r.zero_grad()
+    loss, _, neg, h = chains.train(r, data, torch.zeros(0, r.n_visible, dtype=data.dtype),
+                                   torch.zeros(0, r.n_hidden, dtype=data.dtype) if hidden is None else hidden)
+    loss.backward()
+    return float((-r.W.grad - exact).norm() / exact.norm()), neg, h
+
+
+def test_cd_gradient_approaches_the_exact_gradient_as_k_grows():
+    from lvmkit.models.rbm import _Chains
+
+    r = _rbm(5, 4, scale=1.2, seed=5)
+    data = torch.tensor([[1, 0, 1, 1, 0], [0, 1, 1, 0, 0], [1, 1, 0, 0, 1]], dtype=torch.float64).repeat(20_000, 1)
+    exact = _exact_w_gradient(r, data[:3])
     errors = {}
     for k in (1, 50):
         torch.manual_seed(0)
-        x = data.repeat(20_000, 1)
-        neg, _ = Gibbs().run(r, x, k)
-        r.zero_grad()
-        (r.free_energy(x).mean() - r.free_energy(neg).mean()).backward()
-        errors[k] = float((-r.W.grad - exact.detach()).norm() / exact.norm())
+        errors[k] = _surrogate_error(r, _Chains(Gibbs(), k, persistent=False), data, exact)[0]
     assert errors[50] < 0.05 < errors[1]
+    # the generic path (sample visible states, then score them) gives the same gradient
+    torch.manual_seed(0)
+    neg, _ = Gibbs().run(r, data, 50)
+    r.zero_grad()
+    (r.free_energy(data).mean() - r.free_energy(neg).mean()).backward()
+    assert float((-r.W.grad - exact).norm() / exact.norm()) < 0.05
+
+
+def test_persistent_chains_continue_from_their_stored_hidden_states():
+    from lvmkit.models.rbm import _Chains
+
+    r = _rbm(5, 4, scale=1.2, seed=5)
+    data = torch.tensor([[1, 0, 1, 1, 0], [0, 1, 1, 0, 0], [1, 1, 0, 0, 1]], dtype=torch.float64).repeat(20_000, 1)
+    exact = _exact_w_gradient(r, data[:3])
+    chains, hidden = _Chains(Gibbs(), 1, persistent=True), None
+    torch.manual_seed(0)
+    first, _, hidden = _surrogate_error(r, chains, data, exact)
+    for _ in range(40):  # PCD-1 with frozen weights: the chains mix towards the model
+        err, neg, hidden = _surrogate_error(r, chains, data, exact, hidden)
+    assert hidden.shape == (len(data), 4) and set(hidden.unique().tolist()) <= {0.0, 1.0}
+    assert err < 0.05 < first
 
 
 def test_chain_sampler_settings():

@@ -64,10 +64,11 @@ class RBMEnergy(nn.Module):
             return ((x - self.a) ** 2 / (2 * self._var())).sum(-1) - h @ self.b - ((x / self._var()) @ self.W * h).sum(-1)
         return -(x @ self.a) - h @ self.b - ((x @ self.W) * h).sum(-1)
 
-    def free_energy(self, x: Tensor) -> Tensor:
-        """F(x) = -log sum_h exp(-E(x, h)) per row (closed form)."""
+    def free_energy(self, x: Tensor, hidden_input: Tensor | None = None) -> Tensor:
+        """F(x) = -log sum_h exp(-E(x, h)) per row (closed form). ``hidden_input``: the rows'
+        :meth:`hidden_input` when the caller has already formed it (saves the product x W)."""
         visible = ((x - self.a) ** 2 / (2 * self._var())).sum(-1) if self.gaussian else -(x @ self.a)
-        return visible - F.softplus(self.hidden_input(x)).sum(-1)
+        return visible - F.softplus(self.hidden_input(x) if hidden_input is None else hidden_input).sum(-1)
 
     def p_h(self, x: Tensor) -> Tensor:
         """p(h = 1 | x), (batch, N)."""
@@ -78,8 +79,9 @@ class RBMEnergy(nn.Module):
         pre = self.a + h @ self.W.t()
         return pre if self.gaussian else torch.sigmoid(pre)
 
-    def sample_h(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        p = self.p_h(x)
+    def sample_h(self, x: Tensor, generator: torch.Generator | None = None, hidden_input: Tensor | None = None) -> Tensor:
+        """h ~ p(h | x); ``hidden_input`` as in :meth:`free_energy`."""
+        p = self.p_h(x) if hidden_input is None else torch.sigmoid(hidden_input)
         return (torch.rand(p.shape, generator=generator, device=p.device) < p).to(p.dtype)
 
     def sample_x(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -27,7 +27,7 @@ from lvmkit.core.contract import (FAMILIES, AbstractModel, DensityModel, Encoder
 from lvmkit.core.errors import ConfigError, LvmkitWarning
 from lvmkit.models.boltzmann import EXACT_LIMIT, RBMEnergy, ais_log_z, exact_log_z
 from lvmkit.models.kinds import MODEL_KINDS
-from lvmkit.models.mcmc import ChainSampler, make_chain_sampler
+from lvmkit.models.mcmc import ChainSampler, Gibbs, make_chain_sampler
 
 
 class _BoltzmannConfig(ModelConfig):
@@ -93,7 +93,7 @@ def _check_batch(layer: RBMEnergy, x: Tensor, state: dict) -> None:
 
 class _Chains:
     """The negative phase of one RBM layer: ``steps`` sampler steps from the batch (CD-k), or
-    from the persistent chains the model passes in (PCD); the model keeps the chains in a buffer
+    from the persistent chains the model passes in (PCD); the model keeps the chains in buffers
     and writes them back only in ``training_step``."""
 
     def __init__(self, sampler: ChainSampler, steps: int, persistent: bool) -> None:
@@ -103,17 +103,50 @@ class _Chains:
         start = x if not self.persistent or chains is None or len(chains) == 0 else chains
         return self.sampler.run(layer, start.detach(), self.steps)[0]
 
+    def train(self, layer: RBMEnergy, x: Tensor, chains: Tensor,
+              hidden: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor]:
+        """The training surrogate F(x).mean() - F(neg).mean() with its negative samples. Returns
+        (loss, terms, neg, h): the chains' new visible states and, for block Gibbs, hidden states
+        drawn from p(h | neg), where the persistent chains continue next step.
 
-def _surrogate(layer: RBMEnergy, x: Tensor, neg: Tensor, recon: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
-    """F(x).mean() - F(neg).mean(): its gradient is the positive minus the negative phase. With
-    ``recon``, also the squared error of E[x | p(h | x)] (a monitor; training steps skip it)."""
+        Block Gibbs forms every product once: the chain starts from hidden states (drawn from
+        the batch's hidden input, which F(x) reuses, for CD; the stored ones for PCD) and the
+        last visible states' hidden input serves F(neg) and the next hidden draw. That is 5
+        products of the batch with W per CD-1/PCD-1 step (forward 3, backward 2), where
+        sampling from visible states and then scoring them costs 6."""
+        pos_in = layer.hidden_input(x)
+        if not isinstance(self.sampler, Gibbs):
+            neg = self.negative(layer, x, chains)
+            neg_in = layer.hidden_input(neg)
+            h = hidden
+        else:
+            with torch.no_grad():
+                if self.persistent and len(hidden):
+                    h = hidden
+                elif self.persistent and len(chains):  # chains saved without hidden states
+                    h = layer.sample_h(chains)
+                else:
+                    h = layer.sample_h(x, hidden_input=pos_in.detach())
+                for i in range(self.steps):
+                    neg = layer.sample_x(h)
+                    if i < self.steps - 1:
+                        h = layer.sample_h(neg)
+            neg_in = layer.hidden_input(neg)
+            if self.persistent:
+                h = layer.sample_h(neg, hidden_input=neg_in.detach())
+        f_pos = layer.free_energy(x, pos_in)
+        loss = f_pos.mean() - layer.free_energy(neg, neg_in).mean()
+        return loss, {"loss": loss.detach(), "free_energy": f_pos.mean().detach()}, neg.detach(), h
+
+
+def _surrogate(layer: RBMEnergy, x: Tensor, neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """F(x).mean() - F(neg).mean() (its gradient is the positive minus the negative phase) and,
+    as a monitor for validation, the squared error of E[x | p(h | x)]."""
     f_pos = layer.free_energy(x)
     loss = f_pos.mean() - layer.free_energy(neg.detach()).mean()
-    terms = {"loss": loss.detach(), "free_energy": f_pos.mean().detach()}
-    if recon:
-        with torch.no_grad():
-            terms["recon"] = (layer.visible_mean(layer.p_h(x)) - x).pow(2).sum(-1).mean()
-    return loss, terms
+    with torch.no_grad():
+        recon = (layer.visible_mean(layer.p_h(x)) - x).pow(2).sum(-1).mean()
+    return loss, {"loss": loss.detach(), "free_energy": f_pos.mean().detach(), "recon": recon}
 
 
 class _LoadSizedBuffers:
@@ -123,6 +156,8 @@ class _LoadSizedBuffers:
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name, buf in list(self._buffers.items()):
             key = prefix + name
+            if key not in state_dict and name.startswith("persistent_hidden"):
+                state_dict[key] = buf.new_zeros((0, *buf.shape[1:]))  # older checkpoints: drawn from the chains
             if key in state_dict and buf is not None and buf.shape != state_dict[key].shape:
                 self._buffers[name] = torch.zeros_like(state_dict[key])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -143,6 +178,7 @@ class RBM(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator, Density
         self.sample_steps, self.log_z_method = sample_steps, log_z
         self.ais_runs, self.ais_temperatures = ais_runs, ais_temperatures
         self.register_buffer("persistent_chains", torch.zeros(0, layer.n_visible))
+        self.register_buffer("persistent_hidden", torch.zeros(0, layer.n_hidden))  # h of the chains (Gibbs)
         self.register_buffer("base_visible", torch.zeros(layer.n_visible))  # AIS base model (data statistics)
         self._state: dict = {}
 
@@ -163,10 +199,9 @@ class RBM(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator, Density
     def training_step(self, x: Tensor, step: int, opt) -> dict[str, Tensor]:
         x = self._flat(x)
         _check_batch(self.layer, x, self._state)
-        neg = self.chains.negative(self.layer, x, self.persistent_chains)
+        loss, terms, neg, h = self.chains.train(self.layer, x, self.persistent_chains, self.persistent_hidden)
         if self.chains.persistent:
-            self.persistent_chains = neg.detach().clone()
-        loss, terms = _surrogate(self.layer, x, neg, recon=False)
+            self.persistent_chains, self.persistent_hidden = neg.clone(), h.detach().clone()
         opt.minimize("main", loss)
         return terms
 
@@ -266,6 +301,7 @@ class DBN(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator):
         self.register_buffer("stage", torch.zeros((), dtype=torch.long))
         for i, layer in enumerate(layers):
             self.register_buffer(f"persistent_chains_{i}", torch.zeros(0, layer.n_visible))
+            self.register_buffer(f"persistent_hidden_{i}", torch.zeros(0, layer.n_hidden))
         self._state: dict = {}
 
     @property
@@ -301,11 +337,11 @@ class DBN(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator):
         for i, layer in enumerate(self.layers):
             for name_, p in layer.named_parameters():
                 p.requires_grad_(i == level and (name_ != "log_sigma" or self._state.get("learn_sigma", False)))
-        name = f"persistent_chains_{level}"
-        neg = self.chains.negative(self.layers[level], v, getattr(self, name))
+        chains, hidden = f"persistent_chains_{level}", f"persistent_hidden_{level}"
+        loss, terms, neg, h = self.chains.train(self.layers[level], v, getattr(self, chains), getattr(self, hidden))
         if self.chains.persistent:
-            setattr(self, name, neg.detach().clone())
-        loss, terms = _surrogate(self.layers[level], v, neg)
+            setattr(self, chains, neg.clone())
+            setattr(self, hidden, h.detach().clone())
         opt.minimize("main", loss)
         return {**terms, "layer": torch.tensor(float(level))}
 
