@@ -235,3 +235,15 @@ def test_dbn_trains_layer_by_layer(tmp_path):
     model = run.load_model()
     assert lvmkit.LatentEncoder(run).fit().transform(run.data().test.x[:2]).shape == (2, 8)
     assert model.sample(3, steps=5).shape == (3, 1, 8, 8)
+
+
+def test_a_diverging_gaussian_rbm_stops_with_the_last_good_checkpoint_and_advice(tmp_path):
+    from lvmkit import TrainingDiverged
+
+    cfg = lvmkit.make_config({"data": {"name": "digits", "scale": "none", "limit": 300},
+                              "model": {"kind": "rbm", "visible": "gaussian", "learn_sigma": True, "hidden": 8},
+                              "train": {"epochs": 5, "batch_size": 50, "lr": 5.0, "grad_clip": 0}})
+    with pytest.raises(TrainingDiverged, match=r"energies of a Gaussian-binary RBM ran off: "
+                       r"lower train.lr.*model.learn_sigma = false"):
+        lvmkit.train(cfg, tmp_path / "grbm", progress=False)
+    assert (tmp_path / "grbm" / "checkpoints" / "last.pt").is_file()

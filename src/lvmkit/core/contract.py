@@ -43,12 +43,15 @@ class AbstractModel(nn.Module, abc.ABC):
             GAN): then the last checkpoint is the model and early stopping is off.
         optimizer_defaults: per optimizer group, settings that replace the optimizer's own
             defaults (e.g. a GAN's Adam(2e-4, betas (0.5, 0.999))); the config still wins.
+        divergence_advice: what to change when this model's loss runs off to NaN or infinity
+            (replaces the loop's generic advice in the error), or None.
     """
 
     input_shape: tuple[int, ...]
     data_support: tuple[float, float] | None = None
     selection_metric: ClassVar[str | None] = "loss"
     optimizer_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    divergence_advice: str | None = None
 
     @abc.abstractmethod
     def forward(self, x: Tensor, step: int | None = None) -> LossOutput:

@@ -190,8 +190,9 @@ class Trainer:
     def _diverged(self, what: str) -> TrainingDiverged:
         return TrainingDiverged(
             f"{what[0].upper() + what[1:]} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped and the last "
-            f"good checkpoint is kept in {self.run.checkpoints / 'last.pt'}; lower train.lr, set train.grad_clip "
-            "(e.g. 10), or check the data for extreme values."
+            f"good checkpoint is kept in {self.run.checkpoints / 'last.pt'}; "
+            + (self.model.divergence_advice or "lower train.lr, set train.grad_clip (e.g. 10), or check the data for "
+               "extreme values.")
         )
 
     def _train_epoch(self) -> dict[str, float]:

@@ -74,6 +74,11 @@ class DBNConfig(_BoltzmannConfig):
         return self
 
 
+_GAUSSIAN_ADVICE = ("the energies of a Gaussian-binary RBM ran off: lower train.lr (Gaussian units want about "
+                    "a tenth of a binary RBM's, e.g. 0.001), fix the standard deviations (model.learn_sigma = false) "
+                    "and standardise the data (data.scale = 'standard').")
+
+
 def _check_batch(layer: RBMEnergy, x: Tensor, state: dict) -> None:
     """Binary units need {0, 1} data; Gaussian units with sigma fixed at 1 expect standardised data."""
     if layer.gaussian:
@@ -177,6 +182,8 @@ class RBM(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator, Density
         self.latent_dim = layer.n_hidden
         self.sample_steps, self.log_z_method = sample_steps, log_z
         self.ais_runs, self.ais_temperatures = ais_runs, ais_temperatures
+        if layer.gaussian:  # a known failure of Gaussian-binary RBMs (Hinton's guide, section 13.2)
+            self.divergence_advice = _GAUSSIAN_ADVICE
         self.register_buffer("persistent_chains", torch.zeros(0, layer.n_visible))
         self.register_buffer("persistent_hidden", torch.zeros(0, layer.n_hidden))  # h of the chains (Gibbs)
         self.register_buffer("base_visible", torch.zeros(layer.n_visible))  # AIS base model (data statistics)
@@ -299,6 +306,8 @@ class DBN(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator):
         self.latent_dim = layers[-1].n_hidden
         self.layer_steps, self.sample_steps = layer_steps, sample_steps
         self.register_buffer("stage", torch.zeros((), dtype=torch.long))
+        if layers[0].gaussian:
+            self.divergence_advice = _GAUSSIAN_ADVICE
         for i, layer in enumerate(layers):
             self.register_buffer(f"persistent_chains_{i}", torch.zeros(0, layer.n_visible))
             self.register_buffer(f"persistent_hidden_{i}", torch.zeros(0, layer.n_hidden))
