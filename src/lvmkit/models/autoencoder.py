@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -20,7 +20,7 @@ from lvmkit.models.corruption import CORRUPTIONS
 from lvmkit.models.distributions import kl_std_normal, log_normal, log_std_normal, reparameterize
 from lvmkit.core.errors import ConfigError
 from lvmkit.models.likelihoods import LIKELIHOODS, Likelihood
-from lvmkit.models.networks import NETWORKS
+from lvmkit.models.networks import _ACTIVATIONS, NETWORKS
 from lvmkit.models.regularizers import REGULARIZERS, Regularizer
 from lvmkit.models.evaluation import reconstruction_and_likelihood
 from lvmkit.models import dec as _dec  # noqa: F401  (registers the "dec" regularizer)
@@ -35,7 +35,14 @@ class AutoencoderConfig(ModelConfig):
     network: str = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [400])
     channels: list[int] = Field(default_factory=lambda: [32, 64])
-    activation: Literal["relu", "tanh", "elu", "gelu"] = "relu"
+    # network = "conv", one entry per entry of channels; unset: 3, 2 and kernel // 2 each.
+    kernels: Optional[list[Annotated[int, Field(gt=0)]]] = None
+    strides: Optional[list[Annotated[int, Field(gt=0)]]] = None
+    padding: Optional[list[Annotated[int, Field(ge=0)]]] = None
+    pooling: int = Field(0, ge=0)  # max pooling size and stride after each convolution; 0: none
+    batch_norm: bool = False  # BatchNorm2d after each convolution (and decoder's but the last)
+    activation: Literal[tuple(_ACTIVATIONS)] = "relu"  # type: ignore[valid-type]  # the names networks.py builds
+    leaky_slope: float = Field(0.01, ge=0.0)  # negative slope of activation = "leaky_relu"
     likelihood: str = "bernoulli"
     sigma: float = Field(0.1, gt=0.0)
     learn_sigma: bool = False
@@ -58,6 +65,20 @@ class AutoencoderConfig(ModelConfig):
     def _check(self) -> "AutoencoderConfig":
         if any(h <= 0 for h in self.hidden) or any(c <= 0 for c in self.channels):
             raise ValueError("hidden and channels must hold positive sizes")
+        conv_keys = {"kernels": self.kernels, "strides": self.strides, "padding": self.padding}
+        if self.network == "mlp":
+            used = [k for k, v in {**conv_keys, "pooling": self.pooling, "batch_norm": self.batch_norm}.items() if v]
+            if used:
+                raise ConfigError(
+                    f"model.{used[0]} applies to convolutional networks only, but model.network = 'mlp'; "
+                    f"set model.network = 'conv' or remove model.{used[0]}."
+                )
+        for key, values in conv_keys.items():
+            if values is not None and len(values) != len(self.channels):
+                raise ConfigError(
+                    f"model.{key} has {len(values)} entries but model.channels has {len(self.channels)} "
+                    f"(one per convolutional layer); give model.{key} {len(self.channels)} entries or leave it unset."
+                )
         if self.regularizer == "kl" and not self.stochastic:
             raise ValueError(
                 "regularizer 'kl' needs a stochastic encoder; set model.stochastic = true "
@@ -248,7 +269,10 @@ FAMILIES.register("autoencoder")(Family(
     examples=tuple({"model": {"kind": kind, "network": net, **_TINY}, "input_shape": (1, 8, 8)}
                    for kind in ("ae", "dae", "vae", "beta-vae", "infovae", "dec") for net in ("mlp", "conv"))
     + ({"model": {"kind": "vae", "likelihood": "gaussian", "learn_sigma": True, **_TINY}, "input_shape": (1, 8, 8)},
-       {"model": {"kind": "vae", **_TINY}, "input_shape": (6,)}),
+       {"model": {"kind": "vae", **_TINY}, "input_shape": (6,)},
+       # The conv keys: 8x8 -> conv 5/2 -> 4x4 -> pool -> 2x2 -> conv 3/1 -> 2x2 -> pool -> 1x1.
+       {"model": {"kind": "vae", "network": "conv", **_TINY, "kernels": [5, 3], "strides": [2, 1], "pooling": 2,
+                  "batch_norm": True, "activation": "leaky_relu", "leaky_slope": 0.2}, "input_shape": (1, 8, 8)}),
 ))
 
 __all__ = ["Autoencoder", "AutoencoderConfig", "build_autoencoder"]
