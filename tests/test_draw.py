@@ -1,6 +1,6 @@
 """DRAW's own mathematics (the conformance suite covers the contract): the attention filterbanks,
-the T = 1 case against a VAE computed by hand, the thesis-code defects that must stay fixed,
-the importance-weighted bound, and an end-to-end run."""
+the convolutional read and write, the T = 1 case against a VAE computed by hand, the thesis-code
+defects that must stay fixed, the importance-weighted bound, and an end-to-end run with its report."""
 from __future__ import annotations
 
 import math
@@ -49,6 +49,19 @@ def test_writing_a_patch_and_reading_it_back_recovers_it():
     canvas = write_patch(w, fy, fx, gamma)
     assert canvas.shape == (b, 2, 8, 9)
     torch.testing.assert_close(read_glimpse(canvas, fy, fx, gamma), w)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 7, 10)])
+def test_conv_read_and_write_shapes_and_the_read_sees_the_decoder_state(shape):
+    model = _draw(shape, read="conv", write="conv", conv_channels=[4, 6])
+    x = torch.rand(5, *shape)
+    h = torch.randn(5, 8)
+    r = model.read(x, torch.zeros_like(x), h)
+    side = [(n + 3) // 4 for n in shape[1:]]  # two 3x3 stride-2 layers, each rounding up
+    assert r.shape == (5, 6 * side[0] * side[1]) == (5, model.read.out_features)
+    assert not torch.allclose(r, model.read(x, torch.zeros_like(x), torch.zeros(5, 8)))
+    assert model.write(h).shape == (5, *shape)
+    assert model(x).loss.isfinite()
 
 
 def _lstm(x, h, c, cell):
@@ -126,6 +139,13 @@ def test_per_step_kl_is_the_analytic_gaussian_kl_with_unclipped_scales():
     torch.testing.assert_close(out.terms["kl"], total)
     recon = -model.likelihood.log_prob(tr.canvas, x).mean()
     torch.testing.assert_close(out.loss, recon + total)
+    # the per-step KL the report plots is the same quantity, from the same draws
+    steps = model.trace(x, sample=True, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(5)
+    tr = model._trace(x)
+    for t, (mean, logvar) in enumerate(zip(tr.means, tr.logvars)):
+        q = torch.distributions.Normal(mean, torch.exp(0.5 * logvar))
+        torch.testing.assert_close(steps.kl[t], torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(1))
 
 
 def test_importance_weighted_bound_rises_with_k():
@@ -162,13 +182,29 @@ def test_tiny_draw_trains_on_digits_and_samples_and_evaluates(tmp_path):
     steps = model.canvases(x)
     assert [label for label, _ in steps][-1] == f"t={model.time_steps}"
     torch.testing.assert_close(steps[-1][1], model.reconstruct(x))
-    assert "canvas after each step" in lvmkit.write_report(run).read_text()
+    page = lvmkit.write_report(run).read_text()
+    assert "canvas after each step" in page and "Steps of the recurrence" in page
+    from PIL import Image
+
+    with Image.open(run.figures / "canvas.gif") as gif:
+        assert gif.n_frames == model.time_steps
+    assert 'src="data:image/gif;base64,' in page and 'href="figures/canvas.gif"' in page
+    assert (run.figures / "attention_windows.png").is_file() and (run.figures / "step_kl.png").is_file()
+    tr = model.trace(x)  # windows of both attention operators, (T, batch, (g_x, g_y, delta, N))
+    assert tr.read_windows.shape == (3, 3, 4) and (tr.read_windows[..., 3] == 2).all()
+    assert tr.write_windows.shape == (3, 3, 4) and (tr.write_windows[..., 3] == 3).all()
 
 
 @pytest.mark.parametrize("model,shape,match", [
     ({"read_size": 9}, (1, 8, 8), r"model.read_size must be at most the image size 8x8; got 9"),
     ({"write_size": 12}, (1, 8, 8), r"model.write_size must be at most"),
     ({"read": "attention"}, (6,), r"model.read = 'attention' needs images \(C, H, W\); got examples of shape \(6,\)"),
+    ({"read": "conv"}, (6,), r"model.read = 'conv' needs images \(C, H, W\); got examples of shape \(6,\)\. Use model.read = 'none'"),
+    ({"read": "none", "write": "conv"}, (6,), r"model.write = 'conv' needs images"),
+    ({"read": "conv", "conv_channels": [4, 4, 4]}, (1, 4, 6),
+     r"model.conv_channels = \[4, 4, 4\] halves the image 3 times, which needs images of at least 5x5 pixels; got 4x6\. "
+     r"Use fewer entries"),
+    ({"write": "conv", "conv_channels": [2] * 5}, (1, 8, 8), r"at least 17x17 pixels; got 8x8"),
 ])
 def test_build_errors_name_the_problem(model, shape, match):
     with pytest.raises(ConfigError, match=match):
@@ -178,8 +214,9 @@ def test_build_errors_name_the_problem(model, shape, match):
 @pytest.mark.parametrize("model,match", [
     ({"time_steps": 0}, r"time_steps"),
     ({"regularizer": "dec"}, r"must be one of kl, mmd, none; got 'dec'"),
-    ({"read": "conv"}, r"model.read = 'conv' is not available yet"),
-    ({"write": "glimpse"}, r"Unknown DRAW write 'glimpse'; choose one of: attention, none"),
+    ({"conv_channels": []}, r"model.conv_channels must list at least one positive channel count; got \[\]"),
+    ({"conv_channels": [8, 0]}, r"model.conv_channels must list .* got \[8, 0\]"),
+    ({"write": "glimpse"}, r"Unknown DRAW write 'glimpse'; choose one of: attention, conv, none"),
 ])
 def test_config_errors_name_the_problem(model, match):
     with pytest.raises(ConfigError, match=match):

@@ -1,7 +1,8 @@
 """DRAW (Gregor et al. 2015, "DRAW: A Recurrent Neural Network For Image Generation"): a
 recurrent VAE that builds its output on a canvas over T steps, reading the image (optionally
 through attention) with an encoder LSTM and writing with a decoder LSTM. Its typed config and
-kind live here; the read/write operators are in :mod:`lvmkit.models.draw_attention`.
+kind live here; the read/write operators are in :mod:`lvmkit.models.draw_attention` (none,
+attention) and :mod:`lvmkit.models.draw_conv` (conv).
 
 Unlike the thesis code this family was ported from, the read sees the error image x - sigma(c)
 (not x twice), the sampled z_t reaches the decoder, the per-step KL is the analytic Gaussian KL
@@ -23,6 +24,7 @@ from lvmkit.core.contract import (FAMILIES, AbstractModel, DensityModel, Encoder
                                   Reconstructor)
 from lvmkit.core.errors import ConfigError
 from lvmkit.models.distributions import kl_std_normal, log_normal, log_std_normal, reparameterize
+from lvmkit.models import draw_conv  # noqa: F401  (registers the conv read and write)
 from lvmkit.models.draw_attention import READERS, WRITERS
 from lvmkit.models.kinds import MODEL_KINDS
 from lvmkit.models.likelihoods import LIKELIHOODS, Likelihood
@@ -41,10 +43,11 @@ class DrawConfig(ModelConfig):
     time_steps: int = Field(10, ge=1)  # T, the number of glimpses
     latent_dim: int = Field(10, gt=0)
     hidden: int = Field(256, gt=0)  # size of the encoder and the decoder LSTM
-    read: str = "attention"  # a name in READERS: none (eq. 17), attention (eq. 27)
-    write: str = "attention"  # a name in WRITERS: none (eq. 18), attention (eq. 29)
-    read_size: int = Field(2, ge=1)  # N of the read grid
-    write_size: int = Field(5, ge=1)  # N of the write grid
+    read: str = "attention"  # a name in READERS: none (eq. 17), attention (eq. 27), conv (draw_conv)
+    write: str = "attention"  # a name in WRITERS: none (eq. 18), attention (eq. 29), conv (draw_conv)
+    read_size: int = Field(2, ge=1)  # N of the read grid (attention)
+    write_size: int = Field(5, ge=1)  # N of the write grid (attention)
+    conv_channels: list[int] = Field(default_factory=lambda: [16, 32])  # conv read's layers; the conv write mirrors them
     glimpse_delta: Optional[float] = Field(None, gt=0.0)  # fixed grid stride in pixels; None: learned
     codes: Literal["all", "last"] = "all"  # embed: every step's posterior mean, or the last
     likelihood: str = "bernoulli"
@@ -60,10 +63,16 @@ class DrawConfig(ModelConfig):
     @field_validator("read", "write")
     @classmethod
     def _known_operator(cls, name: str, info) -> str:
-        if name == "conv":
-            raise ConfigError(f"model.{info.field_name} = 'conv' is not available yet; choose 'none' or 'attention'.")
         (READERS if info.field_name == "read" else WRITERS).get(name)  # raises, listing the valid names
         return name
+
+    @field_validator("conv_channels")
+    @classmethod
+    def _positive_channels(cls, channels: list[int]) -> list[int]:
+        if not channels or any(c <= 0 for c in channels):
+            raise ConfigError(f"model.conv_channels must list at least one positive channel count; got {channels}. "
+                              "Use e.g. [16, 32].")
+        return channels
 
     @field_validator("regularizer")
     @classmethod
@@ -87,6 +96,17 @@ class _Trace:
     logvars: list[Optional[Tensor]]
     zs: list[Tensor]
     canvases: list[Tensor]  # c_1 .. c_T (pre-likelihood), for the report's strip
+    h_decs: list[Tensor]  # h_1^dec .. h_T^dec; step t reads with h_{t-1}^dec and writes with h_t^dec
+
+
+@dataclass
+class DrawTrace:
+    """What :meth:`Draw.trace` returns, stacked over the steps t = 1 .. T."""
+
+    canvases: Tensor  # (T, batch, *input_shape): the likelihood's mean of c_t
+    kl: Optional[Tensor]  # (T, batch): KL(q(z_t | x, z_<t) || N(0, I)) in nats; None when deterministic
+    read_windows: Optional[Tensor]  # (T, batch, 4): g_x, g_y, delta, N of the read grid; None without attention
+    write_windows: Optional[Tensor]  # the same for the write grid
 
 
 class Draw(AbstractModel, Encoder, Reconstructor, Generator, DensityModel):
@@ -133,14 +153,16 @@ class Draw(AbstractModel, Encoder, Reconstructor, Generator, DensityModel):
         c = c + self.write(h_dec)  # eq. 8
         return (c, h_enc, cell_enc, h_dec, cell_dec), r, mean, logvar, z
 
-    def _trace(self, x: Tensor, sample: bool = True) -> _Trace:
+    def _trace(self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None) -> _Trace:
         """Run all T steps on x (batch, *input_shape); ``sample`` False uses posterior means."""
         state = self._initial(x)
-        tr = _Trace(state[0], [], [], [], [], [])
+        tr = _Trace(state[0], [], [], [], [], [], [])
         for _ in range(self.time_steps):
-            eps = torch.randn(x.shape[0], self.z_dim, device=x.device, dtype=x.dtype) if sample and self.stochastic else None
+            eps = (torch.randn(x.shape[0], self.z_dim, generator=generator, device=x.device, dtype=x.dtype)
+                   if sample and self.stochastic else None)
             state, r, mean, logvar, z = self._step(x, state, eps)
-            for seq, v in ((tr.reads, r), (tr.means, mean), (tr.logvars, logvar), (tr.zs, z), (tr.canvases, state[0])):
+            for seq, v in ((tr.reads, r), (tr.means, mean), (tr.logvars, logvar), (tr.zs, z), (tr.canvases, state[0]),
+                           (tr.h_decs, state[3])):
                 seq.append(v)
         tr.canvas = state[0]
         return tr
@@ -173,10 +195,36 @@ class Draw(AbstractModel, Encoder, Reconstructor, Generator, DensityModel):
         return torch.cat(means, 1) if self.codes == "all" else means[-1]
 
     @torch.no_grad()
+    def trace(self, x: Tensor, *, sample: bool = False, generator: torch.Generator | None = None) -> DrawTrace:
+        """Per-step quantities of one pass on x (batch, *input_shape), for figures.
+
+        Args:
+            x: the inputs.
+            sample: draw z_t from the posterior (with ``generator``), as the loss does; False
+                (the default) sets every z_t to its posterior mean.
+            generator: the random numbers of ``sample``; None uses the global generator.
+
+        Returns:
+            A :class:`DrawTrace`: each step's canvas as data, KL_t per example (the terms of the
+            ELBO, eq. 12), and the read and write windows of attention operators (operators
+            without a ``window`` give None).
+        """
+        tr = self._trace(x, sample=sample, generator=generator)
+        kl = torch.stack([kl_std_normal(m, lv) for m, lv in zip(tr.means, tr.logvars)]) if self.stochastic else None
+        h_read = [torch.zeros_like(tr.h_decs[0]), *tr.h_decs[:-1]]  # read at step t sees h_{t-1}^dec, h_0 = 0
+
+        def windows(op: nn.Module, states: list[Tensor]) -> Optional[Tensor]:
+            window = getattr(op, "window", None)
+            return None if window is None else torch.stack([window.placement(h) for h in states])
+
+        return DrawTrace(canvases=torch.stack([self.likelihood.mean(c) for c in tr.canvases]), kl=kl,
+                         read_windows=windows(self.read, h_read), write_windows=windows(self.write, tr.h_decs))
+
+    @torch.no_grad()
     def canvases(self, x: Tensor) -> list[tuple[str, Tensor]]:
         """The canvas after each step as data (the likelihood's mean), z_t at posterior means:
         [("t=1", ...), ..., ("t=T", ...)], each shaped like ``x``."""
-        return [(f"t={t}", self.likelihood.mean(c)) for t, c in enumerate(self._trace(x, sample=False).canvases, start=1)]
+        return [(f"t={t}", c) for t, c in enumerate(self.trace(x).canvases, start=1)]
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
@@ -241,19 +289,9 @@ class Draw(AbstractModel, Encoder, Reconstructor, Generator, DensityModel):
 
 
 def build_draw(cfg: DrawConfig, input_shape: tuple[int, ...]) -> Draw:
-    """Compose a DRAW model from its config, checking it against the data's shape."""
+    """Compose a DRAW model from its config; each operator checks itself against the data's shape."""
     shape = tuple(input_shape)
-    for op, size in (("read", cfg.read_size), ("write", cfg.write_size)):
-        if getattr(cfg, op) != "attention":
-            continue
-        if len(shape) != 3:
-            raise ConfigError(f"model.{op} = 'attention' needs images (C, H, W); got examples of shape {shape}. "
-                              f"Use model.{op} = 'none'.")
-        if size > min(shape[1:]):
-            raise ConfigError(f"model.{op}_size must be at most the image size {shape[1]}x{shape[2]}; got {size}. "
-                              f"Choose a smaller {op}_size.")
-    make = lambda registry, name, size: registry.get(name)(shape, cfg.hidden, size, cfg.glimpse_delta)  # noqa: E731
-    return Draw(read=make(READERS, cfg.read, cfg.read_size), write=make(WRITERS, cfg.write, cfg.write_size),
+    return Draw(read=READERS.get(cfg.read).from_config(cfg, shape), write=WRITERS.get(cfg.write).from_config(cfg, shape),
                 likelihood=LIKELIHOODS.get(cfg.likelihood).from_config(cfg),
                 regularizer=REGULARIZERS.get(cfg.regularizer).from_config(cfg), input_shape=shape,
                 time_steps=cfg.time_steps, latent_dim=cfg.latent_dim, hidden=cfg.hidden,
@@ -268,7 +306,8 @@ FAMILIES.register("draw")(Family(
         {"model": {**_TINY, "read": "none", "write": "none", "regularizer": "mmd", "codes": "last"}, "input_shape": (1, 8, 8)},
         {"model": {**_TINY, "glimpse_delta": 2.0, "likelihood": "gaussian", "learn_sigma": True}, "input_shape": (1, 8, 8)},
         {"model": {**_TINY, "read": "none", "write": "none", "regularizer": "none"}, "input_shape": (6,)},
+        {"model": {**_TINY, "read": "conv", "write": "conv", "conv_channels": [3, 4]}, "input_shape": (1, 7, 10)},
     ),
 ))
 
-__all__ = ["Draw", "DrawConfig", "build_draw"]
+__all__ = ["Draw", "DrawConfig", "DrawTrace", "build_draw"]

@@ -1,19 +1,44 @@
 """DRAW's selective attention (Gregor et al. 2015, section 3.2): an N x N grid of Gaussian
 filters placed by a linear layer on the decoder state, read as a glimpse and written as a patch.
-Read/write choices are objects (:data:`READERS`, :data:`WRITERS`) built as
-``cls(input_shape, hidden, size, delta)``; the model never dispatches on their names. A reader
-maps (x, x^, h_dec) to (batch, out_features); a writer maps h_dec to (batch, *input_shape)."""
+Read/write choices are objects (:data:`READERS`, :data:`WRITERS`; the convolutional pair is in
+:mod:`lvmkit.models.draw_conv`) built as ``cls.from_config(cfg, input_shape)``, which reads the
+keys the operator uses and checks them against the data's shape; the model never dispatches on
+their names. A reader maps (x, x^, h_dec) to (batch, out_features); a writer maps h_dec to
+(batch, *input_shape). An operator with a ``window`` (a :class:`Window`) places an attention grid,
+which :meth:`lvmkit.models.draw.Draw.trace` reports for figures."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from lvmkit.core.errors import ConfigError
 from lvmkit.core.registry import Registry
+
+if TYPE_CHECKING:
+    from lvmkit.models.draw import DrawConfig
 
 READERS: Registry = Registry("DRAW read")
 WRITERS: Registry = Registry("DRAW write")
+
+
+def require_image(shape: tuple[int, ...], op: str, name: str) -> tuple[int, int, int]:
+    """(C, H, W) of image data, or a ConfigError for ``model.<op> = '<name>'`` on other shapes."""
+    if len(shape) != 3:
+        raise ConfigError(f"model.{op} = '{name}' needs images (C, H, W); got examples of shape {tuple(shape)}. "
+                          f"Use model.{op} = 'none'.")
+    return tuple(shape)
+
+
+def _attention_size(cfg: "DrawConfig", shape: tuple[int, ...], op: str) -> int:
+    _, h, w = require_image(shape, op, "attention")
+    size = getattr(cfg, f"{op}_size")
+    if size > min(h, w):
+        raise ConfigError(f"model.{op}_size must be at most the image size {h}x{w}; got {size}. "
+                          f"Choose a smaller {op}_size.")
+    return size
 
 def filterbank(g: Tensor, delta: Tensor, sigma2: Tensor, n: int, size: int) -> Tensor:
     """Normalised Gaussian filters along one image axis, eq. 19-20, 25-26: (batch, n, size).
@@ -51,6 +76,12 @@ class Window(nn.Module):
             delta = (max(self.height, self.width) - 1) / max(self.n - 1, 1) * torch.exp(out[:, 4])  # eq. 24
         return gx, gy, delta, torch.exp(log_sigma2), torch.exp(log_gamma)
 
+    def placement(self, h: Tensor) -> Tensor:
+        """(batch, 4): centre g_x, g_y (1-based pixels), stride delta and N of the grid, the
+        rectangle a figure draws; N repeats so that each row describes its window alone."""
+        gx, gy, delta, _, _ = self.params(h)
+        return torch.stack([gx, gy, delta, torch.full_like(gx, self.n)], 1)
+
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Filterbanks F_y (batch, N, H), F_x (batch, N, W) and intensity gamma (batch,)."""
         gx, gy, delta, sigma2, gamma = self.params(h)
@@ -76,6 +107,10 @@ class FullRead(nn.Module):
         super().__init__()
         self.out_features = 2 * math.prod(input_shape)
 
+    @classmethod
+    def from_config(cls, cfg: "DrawConfig", input_shape: tuple[int, ...]) -> "FullRead":
+        return cls(input_shape, cfg.hidden, cfg.read_size, cfg.glimpse_delta)
+
     def forward(self, x: Tensor, x_hat: Tensor, h_dec: Tensor) -> Tensor:
         return torch.cat([x.flatten(1), x_hat.flatten(1)], 1)
 
@@ -90,6 +125,10 @@ class AttentionRead(nn.Module):
         self.window = Window(hidden, size, h, w, delta)
         self.out_features = 2 * c * size * size
 
+    @classmethod
+    def from_config(cls, cfg: "DrawConfig", input_shape: tuple[int, ...]) -> "AttentionRead":
+        return cls(input_shape, cfg.hidden, _attention_size(cfg, input_shape, "read"), cfg.glimpse_delta)
+
     def forward(self, x: Tensor, x_hat: Tensor, h_dec: Tensor) -> Tensor:
         fy, fx, gamma = self.window(h_dec)
         return torch.cat([read_glimpse(x, fy, fx, gamma).flatten(1), read_glimpse(x_hat, fy, fx, gamma).flatten(1)], 1)
@@ -103,6 +142,10 @@ class FullWrite(nn.Module):
         super().__init__()
         self.shape = tuple(input_shape)
         self.linear = nn.Linear(hidden, math.prod(input_shape))
+
+    @classmethod
+    def from_config(cls, cfg: "DrawConfig", input_shape: tuple[int, ...]) -> "FullWrite":
+        return cls(input_shape, cfg.hidden, cfg.write_size, cfg.glimpse_delta)
 
     def forward(self, h_dec: Tensor) -> Tensor:
         return self.linear(h_dec).view(-1, *self.shape)
@@ -119,10 +162,14 @@ class AttentionWrite(nn.Module):
         self.patch = nn.Linear(hidden, c * size * size)
         self.window = Window(hidden, size, h, w, delta)
 
+    @classmethod
+    def from_config(cls, cfg: "DrawConfig", input_shape: tuple[int, ...]) -> "AttentionWrite":
+        return cls(input_shape, cfg.hidden, _attention_size(cfg, input_shape, "write"), cfg.glimpse_delta)
+
     def forward(self, h_dec: Tensor) -> Tensor:
         fy, fx, gamma = self.window(h_dec)
         return write_patch(self.patch(h_dec).view(-1, *self.patch_shape), fy, fx, gamma)
 
 
 __all__ = ["READERS", "WRITERS", "AttentionRead", "AttentionWrite", "FullRead", "FullWrite", "Window", "filterbank",
-           "read_glimpse", "write_patch"]
+           "read_glimpse", "require_image", "write_patch"]

@@ -121,6 +121,45 @@ def _recon(ctx: _Context) -> str | None:
     return _section("Reconstructions", body)
 
 
+def _animation(ctx: _Context, name: str, gif: bytes, caption: str) -> str:
+    """Save a GIF under RUN/figures and return it embedded, with a link to the file."""
+    ctx.run.figures.mkdir(exist_ok=True)
+    path = ctx.run.figures / f"{name}.gif"
+    path.write_bytes(gif)
+    ctx.figures.append(path)
+    b64 = base64.b64encode(gif).decode()
+    link = f"{ctx.run.figures.name}/{path.name}"
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/gif;base64,{b64}">'
+            f'<figcaption>{html.escape(caption)} (<a href="{html.escape(link)}">{html.escape(link)}</a>)</figcaption></figure>')
+
+
+def _steps(ctx: _Context) -> str | None:
+    """Models that build their output over steps and report them through ``trace`` (DRAW): the
+    canvas as an animation, the attention windows on the input, and the KL of each step's code."""
+    trace = getattr(ctx.model, "trace", None)
+    if not callable(trace):
+        return None
+    body = ""
+    if ctx.data.is_image:
+        x = ctx.test.x[:8]
+        tr = trace(x)
+        body += _animation(ctx, "canvas", figures.canvas_gif(x.cpu().numpy(), tr.canvases.cpu().numpy()),
+                           f"the canvas over the steps for {len(x)} test inputs (top row), z_t at posterior means")
+        if tr.read_windows is not None or tr.write_windows is not None:
+            win = [None if w is None else w[:, :4].cpu().numpy() for w in (tr.read_windows, tr.write_windows)]
+            body += ctx.figure("attention_windows", figures.attention_windows(x[:4].cpu().numpy(), *win),
+                               "where each step reads (red) and writes (dashed cyan) on 4 test inputs: the extent "
+                               "N delta of each N x N filter grid around its centre (g_x, g_y), z_t at posterior means")
+    g = torch.Generator(device=ctx.test.x.device).manual_seed(ctx.run.config.train.seed)
+    kls = [trace(xb, sample=True, generator=g).kl for xb, _ in batches(ctx.test, 512, shuffle=False)]
+    if kls and kls[0] is not None:
+        kl = torch.cat(kls, 1).mean(1).cpu().numpy()  # (T,), mean over the test split
+        body += ctx.figure("step_kl", figures.step_kl(kl),
+                           "KL(q(z_t | x, z_<t) || N(0, I)) of each step, mean over the test split, z_t sampled "
+                           "as in the loss; the bars sum to the ELBO's KL term")
+    return _section("Steps of the recurrence", body) if body else None
+
+
 def _grey(x: np.ndarray) -> np.ndarray:
     """Sample grids are stored as uint8 grey levels (float in [0, 1] in runs of early versions)."""
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
@@ -323,7 +362,7 @@ def _quality(ctx: _Context) -> str | None:
     return _section("Sample quality (quality.json)", body)
 
 
-SECTIONS.extend([_summary, _curves, _recon, _samples, _chain, _latent, _events, _quality, _probe, _clusters, _anomaly, _config])
+SECTIONS.extend([_summary, _curves, _recon, _steps, _samples, _chain, _latent, _events, _quality, _probe, _clusters, _anomaly, _config])
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em}table{border-collapse:collapse;margin:.5em 0}

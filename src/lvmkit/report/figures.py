@@ -1,6 +1,8 @@
 """Figures of a run, each a function returning a matplotlib Figure (Agg backend, no display)."""
 from __future__ import annotations
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -8,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402  (matplotlib's own image dependency)
 
 
 def image_grid(images: np.ndarray, ncols: int) -> np.ndarray:
@@ -252,5 +255,85 @@ def filters(w: np.ndarray, n: int = 64) -> Figure:
         ax.set_axis_off()
     for ax, f in zip(axes.flat, w):
         ax.imshow(f[0] if f.shape[0] == 1 else np.moveaxis(f, 0, -1).mean(-1), cmap="RdBu_r")
+    fig.tight_layout()
+    return fig
+
+
+def _planes(x: np.ndarray) -> np.ndarray:
+    """(n, C, H, W) as grey (C = 1) or RGB (C = 3) images; other channel counts show channel 0."""
+    return x if x.shape[1] in (1, 3) else x[:, :1]
+
+
+def canvas_gif(inputs: np.ndarray, canvases: np.ndarray, ms_per_step: int = 400) -> bytes:
+    """An animated GIF of a canvas built over steps: per frame t, the inputs (n, C, H, W) in the
+    top row above the canvases c_t (T, n, C, H, W) in [0, 1], labelled "t = k / T"; the last
+    frame is held longer so that the loop reads."""
+    top = image_grid(_planes(inputs), len(inputs))
+    scale = max(1, 64 // inputs.shape[2])  # pixels drawn large enough to see, not blurred
+    frames = []
+    for t, c in enumerate(canvases, start=1):
+        grid = np.concatenate([top, np.ones((1, *top.shape[1:]), np.float32), image_grid(_planes(c), len(c))])
+        img = Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8)).convert("RGB")
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        frame = Image.new("RGB", (img.width, img.height + 14), "white")
+        frame.paste(img, (0, 14))
+        ImageDraw.Draw(frame).text((2, 1), f"t = {t} / {len(canvases)}", fill="black")
+        frames.append(frame)
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], loop=0,
+                   duration=[ms_per_step] * (len(frames) - 1) + [4 * ms_per_step])
+    return buf.getvalue()
+
+
+def _window_box(ax, row: np.ndarray, h: int, w: int, **style) -> None:
+    # An N x N grid of filters centred at (g_x, g_y) with stride delta (1-based pixels, eq. 19-20)
+    # covers N * delta pixels a side; imshow puts pixel i (1-based) at coordinate i - 1. The box is
+    # cut to the image (a window wider than the image, as at initialisation, runs along its border).
+    gx, gy, delta, n = row
+    half = n * delta / 2
+    x0, x1 = max(gx - 1 - half, -0.5), min(gx - 1 + half, w - 0.5)
+    y0, y1 = max(gy - 1 - half, -0.5), min(gy - 1 + half, h - 0.5)
+    if x0 < x1 and y0 < y1:
+        ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.5, clip_on=False, **style))
+
+
+_READ = {"edgecolor": "red", "label": "read"}
+_WRITE = {"edgecolor": "cyan", "ls": "--", "label": "write"}
+
+
+def attention_windows(x: np.ndarray, read: np.ndarray | None, write: np.ndarray | None) -> Figure:
+    """The inputs (n, C, H, W) once per step with that step's read (red) and write (dashed
+    cyan) windows; ``read``/``write`` are (T, n, 4) rows (g_x, g_y, delta, N) or None."""
+    steps = len(read if read is not None else write)
+    n, _, h, w = x.shape
+    fig, axes = plt.subplots(n, steps, figsize=(1.1 * steps, 1.1 * n + 0.3), squeeze=False)
+    shown = _planes(x)
+    for i in range(n):
+        for t in range(steps):
+            ax = axes[i][t]
+            ax.imshow(shown[i, 0] if shown.shape[1] == 1 else np.moveaxis(shown[i], 0, -1), cmap="gray", vmin=0, vmax=1)
+            if read is not None:
+                _window_box(ax, read[t, i], h, w, **_READ)
+            if write is not None:
+                _window_box(ax, write[t, i], h, w, **_WRITE)
+            ax.set_xlim(-0.5, w - 0.5)
+            ax.set_ylim(h - 0.5, -0.5)
+            ax.set_axis_off()
+            if i == 0:
+                ax.set_title(f"t={t + 1}", fontsize=7)
+    handles = [plt.Rectangle((0, 0), 1, 1, fill=False, **style) for style, win in ((_READ, read), (_WRITE, write))
+               if win is not None]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def step_kl(kl: np.ndarray) -> Figure:
+    """The mean KL of each step's code, one bar per step t = 1 .. T (nats per example)."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(kl) + 1.5), 3.0))
+    t = np.arange(1, len(kl) + 1)
+    ax.bar(t, kl)
+    ax.set(xlabel="step t", ylabel="KL_t (nats per example)", title=f"sum over steps {kl.sum():.4g} nats")
+    ax.set_xticks(t if len(t) <= 20 else t[:: int(np.ceil(len(t) / 20))])
     fig.tight_layout()
     return fig
