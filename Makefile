@@ -10,7 +10,8 @@ TORCH  := torch==2.13.0
 $(BIN)/lvmkit: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,attpc]" \
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,attpc,postgres]" \
+	  || $(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,postgres]" \
 	  || $(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
 	touch $(BIN)/lvmkit
 

@@ -155,7 +155,132 @@ def test_pruned_trial_stops_training_after_the_epoch_it_was_pruned(tmp_path):
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: _metrics(run.path)[0]["val_loss"]}
 
 
+def assert_shared_study(study, out: Path, n: int) -> None:
+    """N finished trials, numbered 0..N-1, each run once (one run directory, its own parameters),
+    by two worker processes."""
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * n
+    assert sorted(t.number for t in study.trials) == list(range(n))
+    runs = {t.user_attrs["run_dir"] for t in study.trials}
+    assert len(runs) == n and sorted(p.name for p in (out / "trials").iterdir()) == [f"{i:04d}" for i in range(n)]
+    for t in study.trials:
+        epochs = [r["epoch"] for r in _metrics(t.user_attrs["run_dir"])]
+        assert epochs == list(range(1, len(epochs) + 1))  # one training per directory, no epoch logged twice
+    assert len({t.params["train.lr"] for t in study.trials}) == n  # each worker has its own sampler seed
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2
+
+
 def test_two_workers_share_the_study(tmp_path):
-    study = run_search(_space(tmp_path), trials=2, workers=2, out=tmp_path / "w")
-    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
-    assert len({t.params["train.lr"] for t in study.trials}) == 2  # each worker has its own sampler seed
+    study = run_search(_space(tmp_path), trials=4, workers=2, out=tmp_path / "w")
+    assert_shared_study(study, tmp_path / "w", 4)
+
+
+def test_layers_parameter_draws_one_depth_for_every_list_and_round_trips():
+    layers = {"type": "layers", "layers": {"low": 1, "high": 3},
+              "model.kernels": {"type": "categorical", "choices": [3, 5, 7], "order": "descending"},
+              "model.channels": {"type": "int", "low": 2, "high": 16, "log": True}}
+    base = {**BASE, "model": {**BASE["model"], "network": "conv", "hidden": []}}
+    space = parse_space({**base, "search": {"params": {"conv": layers}}})
+    assert space.keys() == ["model.kernels", "model.channels"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    depths = set()
+    for _ in range(30):
+        trial = study.ask()
+        values = space.sample(trial)
+        k, c = values["model.kernels"], values["model.channels"]
+        assert 1 <= len(k) <= 3 and len(c) == len(k) and k == sorted(k, reverse=True)
+        assert all(2 <= v <= 16 for v in c) and set(k) <= {3, 5, 7}
+        assert space.values(trial.params) == values  # what the report and best.toml read back
+        assert space.summaries(values) == {"conv.layers": len(k), "max model.kernels": max(k), "max model.channels": max(c)}
+        cfg = lvmkit.make_config(space.document(values))
+        assert cfg.model.kernels == k and cfg.model.channels == c
+        depths.add(len(k))
+    assert depths == {1, 2, 3}
+    with pytest.raises(lvmkit.ConfigError, match=r"'conv' of type 'layers' needs the number of layers"):
+        parse_space({**base, "search": {"params": {"conv": {"type": "layers", "model.kernels": layers["model.kernels"]}}}})
+
+
+def test_one_entry_of_a_list_is_a_parameter():
+    base = {**BASE, "train": {**BASE["train"], "betas": [0.9, 0.99]}}
+    space = parse_space({**base, "search": {"params": {"train.betas[0]": {"type": "float", "low": 0.2, "high": 0.95}}}})
+    assert lvmkit.make_config(space.document({"train.betas[0]": 0.55})).train.betas == (0.55, 0.99)
+    assert "train.betas[0]" in space.summaries({"train.betas[0]": 0.5})  # ranked in the Spearman table (Table 4.5's beta1)
+    with pytest.raises(lvmkit.ConfigError, match=r"sets one entry of train.betas, but the base experiment does not set train.betas"):
+        parse_space({**BASE, "search": {"params": {"train.betas[0]": {"type": "float", "low": 0.2, "high": 0.95}}}})
+
+
+@pytest.mark.parametrize("search, match", [
+    ({"objective": "probe_f1"}, r"'probe_f1' needs search.objective_class"),
+    ({"objective": "test_loss"}, r"'test_loss' scores the test split, which selection never sees; use .* 'val_loss'"),
+    ({"objective": "auroc"}, r"'auroc' needs anomalies in the validation split"),
+    ({"objective": "val_loss", "objective_class": 1}, r"search.objective_class configures search.objective 'probe_f1', not 'val_loss'"),
+    ({"objective": "probe_f1", "objective_class": 1, "direction": "minimize"}, r"a score to maximize, but search.direction = 'minimize'"),
+    ({"objective": "probe_f1", "objective_class": 1, "prune": True}, r"search.prune needs an objective reported every epoch"),
+    ({"objective": "probe_f1", "objective_class": 1, "objective_labels": 0}, r"objective_labels must be a positive integer, got 0"),
+])
+def test_objective_errors_name_the_problem(search, match):
+    with pytest.raises(lvmkit.ConfigError, match=match):
+        parse_space({**BASE, "search": {**search, "params": PARAMS}})
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"objective_labels": 50}, r"objective_labels = 50 labelled examples per class, but class \d has only \d+ in the training split"),
+    ({"objective_class": "seven"}, r"objective_class 'seven' is not a class of the data; its classes are: '0', '1'"),
+    ({"objective_class": 12}, r"objective_class = 12 is not a label of the training split"),
+])
+def test_an_objective_the_runs_cannot_compute_fails_before_any_training(tmp_path, change, match):
+    space = _space(tmp_path, objective="probe_f1", direction="maximize", **{"objective_class": 3, **change})
+    with pytest.raises(lvmkit.ConfigError, match=match):
+        run_search(space, out=tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+def test_probe_objective_needs_an_encoder(tmp_path):
+    doc = {"data": BASE["data"], "model": {"kind": "gan", "latent_dim": 2}, "train": {**BASE["train"], "patience": 0}}
+    path = tmp_path / "gan.toml"
+    path.write_text(_toml.dumps(doc) + '\n[search]\nobjective = "probe_f1"\nobjective_class = 3\n[search.params]\n'
+                    '"train.lr" = {type = "float", low = 1e-4, high = 1e-2, log = true}\n')
+    with pytest.raises(lvmkit.ConfigError, match=r"probes a model's codes, but the gan family has no encoder; use a family that has one \(autoencoder"):
+        run_search(path, out=tmp_path / "s")
+
+
+def test_shipped_digits_space_selects_on_validation_probe_f1(tmp_path):
+    from lvmkit.cli import bundled_config
+    from lvmkit.search.study import search_space
+
+    out = tmp_path / "digits"
+    study = run_search(bundled_config("search/digits_convae.toml"), trials=2, out=out,
+                       overrides=["train.epochs=1", "data.limit=600"])
+    space = search_space(out)
+    assert space.metric.split == "validation" and json.loads((out / "study.json").read_text())["overrides"][0] == "train.epochs=1"
+    for t in study.trials:
+        run = lvmkit.Run.open(t.user_attrs["run_dir"])
+        assert run.config.train.epochs == 1 and len(run.config.model.kernels) == len(run.config.model.channels)
+        assert t.value == pytest.approx(space.metric.measure(run, "val"))  # the f1 of the validation split, recomputed
+        assert t.user_attrs["split"] == "validation"
+    search_report(out)
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["objective_split"] == "validation" and "scored on the validation split" in summary["objective_description"]
+    assert "every number on this page comes from the validation split" in (out / "search.html").read_text()
+    assert "conv.layers" in summary["spearman"] and "train.betas[0]" in summary["spearman"]
+    assert "lvmkit repeat" in (out / "best.toml").read_text().splitlines()[1]
+    assert lvmkit.load_config(out / "best.toml").train.betas[1] == 0.99
+
+
+def test_unreachable_storage_is_one_line_naming_host_and_port_without_the_password(capsys, tmp_path):
+    code = main(["search", str(_space(tmp_path)), "--storage", "postgresql+psycopg://bob:s3cret@127.0.0.1:1/lvm",
+                 "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "host '127.0.0.1', port 1" in err and "user 'bob'" in err and "s3cret" not in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_shipped_search_spaces_validate():
+    from lvmkit.cli import bundled_config
+
+    folder = bundled_config("search")
+    spaces = {p.name: load_space(p) for p in sorted(folder.glob("*.toml"))}
+    assert {"attpc_convae.toml", "attpc_draw.toml", "digits_convae.toml"} <= set(spaces)
+    convae = spaces["attpc_convae.toml"]  # Table 4.1: 3-6 layers, selected on the validation proton f1
+    assert convae.params["conv"].count.low == 3 and convae.params["conv"].count.high == 6
+    assert (convae.metric.target, convae.metric.split, convae.direction) == ("proton", "validation", "maximize")

@@ -7,6 +7,8 @@ The Python API mirrors the CLI::
     run = lvmkit.train(cfg)             # a run directory
     lvmkit.evaluate(run, k=1000)        # RUN/eval.json
     lvmkit.write_report(run)            # RUN/report.html
+    lvmkit.run_search("configs/search/digits_convae.toml", trials=3, out="searches/s")
+    lvmkit.repeat("searches/s/best.toml", seeds=10, out="repeats/s")   # repeat.json, repeat.html
 """
 __version__ = "0.1.0"
 
@@ -47,6 +49,7 @@ from lvmkit.data import series as _series  # noqa: E402,F401  data.name = spiral
 from lvmkit.data import table as _table  # noqa: E402,F401  data.name = "csv"
 from lvmkit.models import timeseries  # noqa: E402  latent-ode/rnn/neural-ode
 from lvmkit.analysis.forecast import forecast
+from lvmkit.search import repeat, run_search, search_report
 
 
 def __getattr__(name: str):
@@ -59,7 +62,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "attpc", "timeseries", "forecast", "SOLVERS", "ODESolver", "SolverError", "SCORES", "anomaly", "one_class", "CLUSTERERS", "LatentEncoder", "cluster", "cluster_metrics", "hungarian_accuracy", "probe",
+    "attpc", "timeseries", "forecast", "repeat", "run_search", "search_report", "SOLVERS", "ODESolver", "SolverError", "SCORES", "anomaly", "one_class", "CLUSTERERS", "LatentEncoder", "cluster", "cluster_metrics", "hungarian_accuracy", "probe",
     "CORRUPTIONS", "KERNELS", "LIKELIHOODS", "MODEL_KINDS", "NETWORKS", "REGULARIZERS", "SOURCES",
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "Dataset", "EvalConfig", "ExperimentConfig",
     "AbstractModel", "GAN", "GAN_LOSSES", "GANConfig", "gradient_penalty", "Autoencoder", "AutoencoderConfig", "CAPABILITIES", "DensityModel", "EMA", "Encoder", "FAMILIES", "Family",

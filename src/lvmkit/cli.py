@@ -327,6 +327,7 @@ def compare(
 @app.command()
 def search(
     space: Annotated[Optional[Path], typer.Argument(help="Space TOML: an experiment with a \\[search] table.")] = None,
+    set_: Annotated[List[str], typer.Option("--set", "-s", help="Override a key of the space file: section.key=value, e.g. train.epochs=2 or search.objective_labels=10 (repeatable).")] = [],
     trials: Annotated[Optional[int], typer.Option("--trials", "-n", help="Finished trials wanted in all (default: search.trials).")] = None,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Local worker processes sharing the study.")] = 1,
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db).")] = None,
@@ -342,7 +343,7 @@ def search(
     if sampler is not None and sampler not in ("random", "tpe"):
         raise LvmkitError(f"--sampler must be 'random' or 'tpe', got {sampler!r}.")
     found = run_search(space, trials=trials, workers=workers, storage=storage, study=study, out=out,
-                       sampler=sampler, resume=resume, progress=not quiet)
+                       sampler=sampler, resume=resume, progress=not quiet, overrides=set_)
     best = [t for t in found.trials if t.state.name == "COMPLETE"]
     if best and not quiet:
         typer.echo(f"best: trial {found.best_trial.number}, value {found.best_value:.6g}", err=True)
@@ -357,6 +358,38 @@ def search_report(
     from lvmkit.search import search_report as _search_report
 
     typer.echo(str(_search_report(directory)))
+
+
+@app.command()
+def repeat(
+    config: Annotated[Path, typer.Argument(help="Experiment TOML file (e.g. a search's best.toml).")],
+    seeds: Annotated[int, typer.Option("--seeds", help="Number of runs, with seeds train.seed, train.seed + 1, ...")] = 10,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the runs, repeat.json and repeat.html (default: repeats/KIND-DATA-TIME).")] = None,
+    set_: SetOpt = [],
+    objective: Annotated[str, typer.Option(help="val_loss or another metrics key, or probe_f1 (as search.objective).")] = "val_loss",
+    objective_class: Annotated[Optional[str], typer.Option(help="probe_f1: the label or class name whose f1 is scored.")] = None,
+    objective_labels: Annotated[Optional[int], typer.Option(help="probe_f1: labelled training examples per class (default 100).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress.")] = False,
+) -> None:
+    """Retrain one configuration with several seeds: mean +- std of every metric on validation and test, per-class
+    precision/recall/f1 (thesis Table 4.4); prints OUT/repeat.html."""
+    from lvmkit.search.repeat import repeat as _repeat
+
+    target: int | str | None = objective_class
+    if objective_class is not None and objective_class.lstrip("-").isdigit():
+        target = int(objective_class)
+    res = _repeat(config, seeds, out, overrides=set_, objective=objective, objective_class=target,
+                  objective_labels=objective_labels, progress=not quiet)
+    obj = res["objective"]
+
+    def pm(st: dict) -> str:
+        if st["mean"] is None:
+            return "-"
+        return f"{st['mean']:.4g}" + (f" +- {st['std']:.3g}" if st["std"] is not None else "")
+
+    typer.echo(f"{obj['name']} over {len(res['seeds'])} seeds: validation {pm(obj['validation'])}, test {pm(obj['test'])}", err=True)
+    typer.echo(res["definitions"], err=True)
+    typer.echo(str(Path(res["runs"][0]).parent / "repeat.html"))
 
 
 @app.command()

@@ -1,5 +1,7 @@
 """What a search found: the trials ranked by the objective, how each parameter correlates with
-it (Spearman's rank correlation), and the best configuration as a loadable experiment file."""
+it (Spearman's rank correlation), and the best configuration as a loadable experiment file.
+Every number a search reports comes from the validation split (or, for a ``train_*``
+objective, the training split); the report says which, and never shows a test number."""
 from __future__ import annotations
 
 import html
@@ -11,7 +13,7 @@ from typing import Any
 from lvmkit.core import _toml
 from lvmkit.core.config import make_config
 from lvmkit.core.errors import LvmkitError
-from lvmkit.search.space import Fixed, is_numeric, load_space
+from lvmkit.search.objectives import ProbeF1
 
 
 def _finite(v: Any) -> Any:
@@ -32,9 +34,11 @@ def search_report(path: str | Path) -> Path:
     """Write DIR/search.html, DIR/search.json and DIR/best.toml for a search directory.
 
     ``search.json`` holds the trials sorted by the objective (best first; unfinished trials last),
-    Spearman's rho and its p-value for every numeric or bool parameter against the objective over
-    the complete trials, and the best trial. ``best.toml`` is the base experiment with the best
-    trial's parameters applied (``lvmkit.load_config`` reads it).
+    Spearman's rho and its p-value for every numeric or bool parameter (and, for a layers
+    parameter, the number of layers and each entry's largest value) against the objective over
+    the complete trials, the best trial, and the split the objective comes from. ``best.toml`` is
+    the base experiment with the best trial's parameters applied (``lvmkit.load_config`` reads
+    it; ``lvmkit repeat`` retrains it with several seeds and computes its test numbers).
 
     Returns:
         The path of search.html.
@@ -44,48 +48,53 @@ def search_report(path: str | Path) -> Path:
     """
     import optuna
 
-    from lvmkit.search.study import _storage
+    from lvmkit.search.study import _storage, search_space
 
     out = Path(path)
     if not (out / "study.json").is_file():
         raise LvmkitError(f"{str(out)!r} is not a search directory (no study.json); pass the directory 'lvmkit search' printed.")
     info = json.loads((out / "study.json").read_text())
-    space = load_space(out / "space.toml")
+    space = search_space(out)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.load_study(study_name=info["study"], storage=_storage(info["storage"]))
     sign = 1.0 if space.direction == "minimize" else -1.0
 
     rows = []
     for t in study.get_trials(deepcopy=False):
-        sampled = [k for k, p in space.params.items() if not isinstance(p, Fixed)]
-        values = space.values(t.params) if all(k in t.params for k in sampled) else dict(t.params)  # failed before sampling
+        done_sampling = space.sampled(t.params)
+        values = space.values(t.params) if done_sampling else dict(t.params)  # failed before sampling
         rows.append({"number": t.number, "state": t.state.name, "value": _finite(t.value) if t.value is not None else None,
-                     "params": values, "run_dir": t.user_attrs.get("run_dir")})
+                     "params": values, "ranked": space.summaries(values) if done_sampling else {},
+                     "run_dir": t.user_attrs.get("run_dir")})
     rows.sort(key=lambda r: (r["state"] != "COMPLETE" or r["value"] is None, sign * (r["value"] or 0.0), r["number"]))
     done = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
     if not done:
         raise LvmkitError(f"No trial of the search in {str(out)!r} has completed; run more with --resume {out}.")
 
     correlations = {}
-    for name, p in space.params.items():
-        if not is_numeric(p):
-            continue
-        xs = [float(r["params"][name]) for r in done]
+    for name in done[0]["ranked"]:
+        xs = [r["ranked"][name] for r in done]
         rho, pvalue = _spearman(xs, [r["value"] for r in done])
         correlations[name] = {"rho": rho, "pvalue": pvalue, "n": len(xs)}
 
     best = done[0]
     doc = space.document(best["params"])
     make_config(doc)  # the file we write must load
+    metric = space.metric
+    again = f"lvmkit repeat {out / 'best.toml'} --seeds 10 --objective {space.objective}"
+    if isinstance(metric, ProbeF1):
+        again += f" --objective-class {metric.target} --objective-labels {metric.labels}"
     header = (f"# Best trial {best['number']} of search {info['study']!r} ({out}): "
-              f"{space.objective} = {best['value']:.6g} ({space.direction}).\n")
+              f"{space.objective} = {best['value']:.6g} ({space.direction}) on the {metric.split} split.\n"
+              f"# Test numbers for this configuration: {again}\n")
     (out / "best.toml").write_text(header + _toml.dumps(doc))
 
     summary = {"study": info["study"], "objective": space.objective, "direction": space.direction,
+               "objective_split": metric.split, "objective_description": metric.describe(),
                "n_trials": len(rows), "states": {s: sum(r["state"] == s for r in rows) for s in sorted({r["state"] for r in rows})},
-               "best": best, "spearman": correlations, "trials": rows}
+               "best": best, "spearman": correlations, "trials": rows, "repeat_command": again}
     (out / "search.json").write_text(json.dumps(summary, indent=2, default=str))
-    (out / "search.html").write_text(_html(summary, list(space.params)))
+    (out / "search.html").write_text(_html(summary, space.keys()))
     return out / "search.html"
 
 
@@ -95,7 +104,8 @@ def _html(summary: dict[str, Any], names: list[str]) -> str:
     def fmt(v: Any) -> str:
         return "" if v is None else f"{v:.4g}" if isinstance(v, float) else e(str(v))
 
-    head = "".join(f"<th>{e(n)}</th>" for n in ["#", summary["objective"], "state", *names, "run"])
+    split = summary["objective_split"]
+    head = "".join(f"<th>{e(n)}</th>" for n in ["#", f"{summary['objective']} ({split})", "state", *names, "run"])
     body = "\n".join(
         "<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in [r["number"], r["value"], r["state"], *(r["params"].get(n) for n in names), r["run_dir"]]) + "</tr>"
         for r in summary["trials"])
@@ -109,7 +119,10 @@ def _html(summary: dict[str, Any], names: list[str]) -> str:
 <h1>Search {e(summary['study'])}</h1>
 <p>{summary['n_trials']} trials ({e(states)}); objective {e(summary['objective'])}, {e(summary['direction'])}d.
 Best: trial {summary['best']['number']}, {fmt(summary['best']['value'])}; its configuration is best.toml.</p>
-<h2>Rank correlation with the objective (Spearman, complete trials)</h2>
+<p><b>Split:</b> every number on this page comes from the {e(split)} split. {e(summary['objective_description'])}
+The test split is never used to select; test numbers for the selected configuration come from
+<code>{e(summary['repeat_command'])}</code>.</p>
+<h2>Rank correlation with the {e(split)} objective (Spearman, complete trials)</h2>
 <table><tr><th>parameter</th><th>rho</th><th>p-value</th><th>n</th></tr>
 {corr}
 </table>

@@ -3,7 +3,7 @@
 Layout of a search directory ``DIR``::
 
     DIR/space.toml       the space file, copied (resume and report read it)
-    DIR/study.json       storage URL, study name, sampler, trial count
+    DIR/study.json       storage URL, study name, sampler, trial count, --set overrides of the space
     DIR/study.db         the SQLite storage (default)
     DIR/trials/NNNN/     one run directory per optuna trial number
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import shutil
 import sys
 import time
@@ -25,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from lvmkit.core.config import make_config
-from lvmkit.core.errors import ConfigError, LvmkitError
+from lvmkit.core.errors import ConfigError, DataError, LvmkitError
+from lvmkit.search.objectives import Objective, make_objective
 from lvmkit.search.space import SAMPLERS, SearchSpace, load_space
 
 _FINISHED = ("COMPLETE", "PRUNED")
@@ -39,12 +41,49 @@ def _optuna():
     return optuna
 
 
+def _where(url: str) -> str:
+    """A storage URL in words, without its password."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        return f"SQLite file {u.database!r}"
+    return (f"{u.get_backend_name()} server at host {u.host or 'localhost'!r}, port {u.port or 'default'} "
+            f"(database {u.database!r}, user {u.username!r})")
+
+
 def _storage(url: str):
+    """Optuna's RDB storage at ``url``; a URL that cannot be read, a missing driver or a server
+    that cannot be reached is a one-sentence :class:`LvmkitError` (never showing the password)."""
     optuna = _optuna()
-    if url.startswith("sqlite:"):
-        # Workers share one SQLite file: wait for its lock rather than fail at once.
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
-    return optuna.storages.RDBStorage(url)
+    import sqlalchemy.exc
+
+    try:
+        where = _where(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise LvmkitError(f"--storage {url.split('@')[-1]!r} is not a database URL; write e.g. "
+                          "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB or sqlite:///search.db.") from None
+    try:
+        if url.startswith("sqlite:"):
+            # Workers share one SQLite file: wait for its lock rather than fail at once.
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+        # No pool for a server: a connection per session, closed after it, so none is left open
+        # when a storage object is dropped (or inherited by a worker process).
+        from sqlalchemy.pool import NullPool
+
+        return optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
+    except ImportError:
+        raise LvmkitError(f"The database driver for the {where} is not installed; install it with "
+                          "pip install 'lvmkit[postgres]' (psycopg) and write postgresql+psycopg://... for PostgreSQL.") from None
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(url).password
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if password:
+            reason = reason.replace(str(password), "***")
+        raise LvmkitError(f"Cannot reach the search storage, the {where}: {reason.rstrip('.')}; start the server or "
+                          "correct --storage.") from None
 
 
 def _sampler(name: str, seed: int):
@@ -60,34 +99,28 @@ def _count(study, states: tuple[str, ...]) -> int:
 
 
 class _Report:
-    """Epoch callback: reports the objective to the trial and asks the pruner, and remembers the
-    record the objective is read from (the best epoch when the family selects one, else the last)."""
+    """Epoch callback: remembers the record a per-epoch objective is read from (the best epoch
+    when the family selects one, else the last), reports its value to the trial and asks the
+    pruner. ``objective`` is a metrics key or an :class:`~lvmkit.search.objectives.Objective`."""
 
-    def __init__(self, trial: Any, objective: str, prune: bool) -> None:
-        self.trial, self.objective, self.prune = trial, objective, prune
+    def __init__(self, trial: Any, objective: str | Objective, prune: bool) -> None:
+        self.trial, self.prune = trial, prune
+        self.metric = objective if isinstance(objective, Objective) else make_objective(objective)
         self.record: dict[str, Any] | None = None
         self.pruned = False
 
     def on_epoch_end(self, trainer, record: dict[str, Any]) -> None:
-        if self.objective not in record:
-            keys = ", ".join(k for k in record if k.startswith(("val_", "train_")))
-            raise ConfigError(f"search.objective {self.objective!r} is not a metric of this run; valid keys are: {keys}.")
         selection = trainer.selection
         if selection is None or self.record is None or record.get(f"val_{selection}") == trainer.best_val:
             self.record = record
-        value = float(record[self.objective])
+        if not self.metric.per_epoch:
+            return
+        value = self.metric.score(None, record)
         if self.prune and math.isfinite(value):
             self.trial.report(value, record["epoch"])
             if self.trial.should_prune():
                 self.pruned = True
                 trainer.stopped = f"pruned by the search at epoch {record['epoch']} (median rule)"
-
-
-def objective_value(record: dict[str, Any], objective: str) -> float:
-    """The objective of one metrics record (a ConfigError names the keys when it is absent)."""
-    if objective not in record:
-        raise ConfigError(f"search.objective {objective!r} is not in the run's metrics; valid keys are: {', '.join(record)}.")
-    return float(record[objective])
 
 
 def _objective(space: SearchSpace, out: Path, progress: bool):
@@ -99,17 +132,19 @@ def _objective(space: SearchSpace, out: Path, progress: bool):
         cfg = make_config(space.document(values))
         run_dir = out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", f"{platform.node()}:{os.getpid()}")  # who ran it (workers may be on many machines)
         if run_dir.exists():  # a number reused after a storage reset: the old files are stale
             shutil.rmtree(run_dir)
-        cb = _Report(trial, space.objective, space.prune)
-        train(cfg, run_dir, progress=False, callbacks=[cb])
+        cb = _Report(trial, space.metric, space.prune)
+        run = train(cfg, run_dir, progress=False, callbacks=[cb])
         if cb.pruned:
             if progress:
                 print(f"trial {trial.number}: pruned  ({run_dir})", file=sys.stderr)
             raise optuna.TrialPruned()
         if cb.record is None:
             raise LvmkitError(f"Trial {trial.number} trained no epoch, so it has no {space.objective}; see {run_dir}.")
-        value = objective_value(cb.record, space.objective)
+        value = space.metric.score(run, cb.record)
+        trial.set_user_attr("split", space.metric.split)
         if progress:
             print(f"trial {trial.number}: {space.objective} {value:.6g}  ({run_dir})", file=sys.stderr)
         return value
@@ -127,7 +162,7 @@ def _optimize(out: Path, worker: int, quota: int, threads: int | None, progress:
             torch.set_num_threads(threads)
         optuna = _optuna()
         info = json.loads((out / "study.json").read_text())
-        space = load_space(out / "space.toml")
+        space = search_space(out)
         storage = _storage(info["storage"])
         pruner = optuna.pruners.MedianPruner() if space.prune else optuna.pruners.NopPruner()  # not kept in storage
         study = optuna.load_study(study_name=info["study"], storage=storage, pruner=pruner)
@@ -157,9 +192,31 @@ def _requeue_stale(study) -> int:
     return len(stale)
 
 
+def search_space(out: str | Path) -> SearchSpace:
+    """The space of search directory ``out``: its space.toml with the ``--set`` overrides the
+    search was started with."""
+    info = json.loads((Path(out) / "study.json").read_text())
+    return load_space(Path(out) / "space.toml", info.get("overrides", []))
+
+
+def _precheck(space: SearchSpace) -> None:
+    """Load the base experiment's data once and ask the objective whether a run can compute it,
+    so missing data or an impossible objective fails before any directory or trial exists."""
+    from lvmkit.data import load_data
+
+    cfg = make_config(space.base)
+    try:
+        data = load_data(cfg.data, cfg.train.seed)
+    except DataError as err:
+        raise DataError(f"{str(err).rstrip('.')} (the search reads its data before any trial; another file: "
+                        "--set data.path=FILE).") from None
+    space.metric.check(cfg, data)
+
+
 def run_search(space_path: str | Path | None = None, *, trials: int | None = None, workers: int = 1,
                storage: str | None = None, study: str | None = None, out: str | Path | None = None,
-               sampler: str | None = None, resume: str | Path | None = None, progress: bool = False):
+               sampler: str | None = None, resume: str | Path | None = None, progress: bool = False,
+               overrides: list[str] | None = None):
     """Run (or resume) a hyperparameter search; every trial is a run directory.
 
     Args:
@@ -173,13 +230,18 @@ def run_search(space_path: str | Path | None = None, *, trials: int | None = Non
         resume: a search directory to continue: trials left RUNNING are marked FAIL and their
             parameters re-queued, then trials run until ``trials`` (default: its own) are finished.
         progress: one line per trial on stderr.
+        overrides: ``key=value`` strings applied to the space file (``train.epochs=2``,
+            ``data.path=events.h5``, ``search.objective_labels=10``); kept in study.json.
 
     Returns:
         The optuna study (``study.user_attrs["directory"]`` is the search directory).
 
     Raises:
-        ConfigError: the space is invalid (checked before any trial runs).
-        LvmkitError: the search directory is missing or already holds a search, or a worker failed.
+        ConfigError: the space is invalid, or a run of it cannot compute the objective (checked
+            before any trial runs).
+        DataError: the base experiment's data cannot be loaded.
+        LvmkitError: the search directory is missing or already holds a search, the storage
+            cannot be reached, or a worker failed.
     """
     optuna = _optuna()
     if workers < 1:
@@ -189,8 +251,9 @@ def run_search(space_path: str | Path | None = None, *, trials: int | None = Non
     if trials is not None and trials < 1:
         raise LvmkitError(f"trials must be a positive number, got {trials}.")
     if resume is not None:
-        if space_path is not None or storage is not None or study is not None or out is not None:
-            raise LvmkitError("--resume continues a search with its own space and storage; do not pass SPACE, --storage, --study or --out with it.")
+        if space_path is not None or storage is not None or study is not None or out is not None or overrides:
+            raise LvmkitError("--resume continues a search with its own space and storage; do not pass SPACE, --set, --storage, "
+                              "--study or --out with it.")
         out = Path(resume)
         if not (out / "study.json").is_file():
             raise LvmkitError(f"{str(out)!r} is not a search directory (no study.json); pass the directory 'lvmkit search' printed.")
@@ -205,21 +268,24 @@ def run_search(space_path: str | Path | None = None, *, trials: int | None = Non
     else:
         if space_path is None:
             raise LvmkitError("Pass a space file (an experiment TOML with a [search] table) or --resume DIR.")
-        space = load_space(space_path)
+        space = load_space(space_path, overrides)
         sampler = sampler or space.sampler
         name = study or Path(space_path).stem
         out = Path(out) if out is not None else Path("searches") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (out / "study.json").exists():
             raise LvmkitError(f"{str(out)!r} already holds a search; continue it with --resume {out} or choose another --out.")
+        _precheck(space)
+        shared = _storage(storage) if storage else None  # an unreachable server fails before the directory exists
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(space_path, out / "space.toml")
         url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
         try:
-            handle = optuna.create_study(study_name=name, storage=_storage(url), direction=space.direction)
+            handle = optuna.create_study(study_name=name, storage=shared or _storage(url), direction=space.direction)
         except optuna.exceptions.DuplicatedStudyError:
             raise LvmkitError(f"The storage already holds a study named {name!r}; pass another --study or --resume its directory.") from None
         handle.set_user_attr("directory", str(out))
-        info = {"storage": url, "study": name, "sampler": sampler, "trials": trials or space.trials}
+        info = {"storage": url, "study": name, "sampler": sampler, "trials": trials or space.trials,
+                "overrides": list(overrides or [])}
         (out / "study.json").write_text(json.dumps(info, indent=2))
     # Each worker gets a fixed share of the missing trials, so the total is exact: a shared
     # "stop at N running-or-finished" rule races when two workers ask at the same moment.

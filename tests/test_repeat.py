@@ -1,0 +1,75 @@
+"""lvmkit repeat: one configuration trained with several seeds, mean +- std of every metric on
+validation and test, and the thesis protocol's per-class rows with the standard precision and
+recall (the thesis's equations 4.2 and 4.3 swap them)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import lvmkit
+from lvmkit.analysis.probe import thesis_scores
+from lvmkit.cli import main
+from lvmkit.core import _toml
+
+CONFIG = {
+    "data": {"name": "digits", "limit": 400},
+    "model": {"kind": "vae", "latent_dim": 3, "hidden": [16]},
+    "train": {"epochs": 2, "batch_size": 64, "patience": 0, "device": "cpu", "seed": 5},
+}
+
+
+def test_precision_and_recall_are_the_standard_ones():
+    # Constant features: the probe predicts the majority class 0 for every row, so class 0 has
+    # recall TP / (TP + FN) = 1 and precision TP / (TP + FP) = its share of the rows (the thesis's
+    # eq. 4.2 / 4.3 would swap the two).
+    y = np.array([0] * 70 + [1] * 30)
+    res = thesis_scores(np.zeros((100, 1)), y, fraction=1.0, test_share=0.3, repeats=2, rows=("train", "test"))
+    for row, share in (("train", 49 / 70), ("test", 21 / 30)):
+        assert res[row]["recall"]["mean"][0] == 1.0 and res[row]["recall"]["mean"][1] == 0.0
+        assert res[row]["precision"]["mean"][0] == pytest.approx(share)
+
+
+def test_repeat_summarises_every_seed(tmp_path):
+    out = tmp_path / "r"
+    res = lvmkit.repeat(lvmkit.make_config(CONFIG), seeds=2, out=out, objective="probe_f1", objective_class=3,
+                        objective_labels=5)
+    assert res["seeds"] == [5, 6]
+    assert [lvmkit.Run.open(r).config.train.seed for r in res["runs"]] == [5, 6]
+    for split in ("validation", "test"):
+        values = [r["objective"]["val" if split == "validation" else "test"] for r in res["per_run"]]
+        stat = res["objective"][split]
+        assert stat["values"] == values and stat["mean"] == pytest.approx(np.mean(values))
+        assert stat["std"] == pytest.approx(np.std(values, ddof=1))
+    assert res["metrics"]["test_loss"]["split"] == "test" and res["metrics"]["val_loss"]["split"] == "validation"
+    thesis = res["thesis_protocol"]
+    assert thesis["class_names"] == [str(i) for i in range(10)]
+    f1 = np.array([r["thesis"]["test"]["f1"]["mean"] for r in res["per_run"]])
+    assert thesis["test"]["f1"]["mean"] == pytest.approx(f1.mean(0).tolist())
+    assert set(thesis) >= {"train", "test"} and set(thesis["train"]) == {"f1", "recall", "precision"}
+    assert "swap the two names" in res["definitions"]
+    assert json.loads((out / "repeat.json").read_text())["seeds"] == [5, 6]
+    page = (out / "repeat.html").read_text()
+    assert "precision = TP / (TP + FP)" in page and "Table 4.4" in page
+    again = lvmkit.repeat(lvmkit.make_config(CONFIG), seeds=2, out=out, objective="probe_f1", objective_class=3,
+                          objective_labels=5)  # the runs are there: continued (nothing left), not retrained
+    assert again["objective"]["test"]["values"] == res["objective"]["test"]["values"]
+
+
+def test_cli_repeat_and_its_errors(capsys, tmp_path):
+    path = tmp_path / "vae.toml"
+    path.write_text(_toml.dumps(CONFIG))
+    code = main(["repeat", str(path), "--seeds", "2", "--out", str(tmp_path / "r"), "--set", "train.epochs=1", "-q"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.strip() == str(tmp_path / "r" / "repeat.html")
+    assert "val_loss over 2 seeds: validation" in captured.err and ", test " in captured.err and "the thesis's equations 4.2 and 4.3" in captured.err
+    assert lvmkit.Run.open(tmp_path / "r" / "seed-5").config.train.epochs == 1
+    code = main(["repeat", str(path), "--objective", "probe_f1", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "needs search.objective_class" in err
+    assert not (tmp_path / "bad").exists()
+    code = main(["repeat", str(path), "--seeds", "2", "--out", str(tmp_path / "r")])  # another config in the same place
+    err = capsys.readouterr().err
+    assert code == 2 and "holds a run of another configuration" in err
