@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from lvmkit import LvmkitError
 from lvmkit.search import run_search
 from test_search import _space, assert_shared_study
 
@@ -80,3 +81,18 @@ def test_two_workers_share_a_postgres_study(postgres_url, tmp_path):
     assert_shared_study(study, tmp_path / "pg", 4)
     again = run_search(resume=tmp_path / "pg")  # the study lives in the server: resume finds it finished
     assert [t.number for t in again.trials] == [t.number for t in study.trials]
+
+
+def test_a_second_machine_joins_the_study_and_no_password_is_written(postgres_url, tmp_path):
+    secret = postgres_url.replace("://postgres@", "://postgres:s3cret@")  # trust auth: the server ignores it
+    first = run_search(_space(tmp_path), trials=2, storage=secret, study="join", out=tmp_path / "a")
+    # the same command on "another machine": same space, storage and study name, its own folder
+    joined = run_search(_space(tmp_path), trials=4, storage=secret, study="join", out=tmp_path / "b")
+    assert sorted(t.number for t in joined.trials) == [0, 1, 2, 3]
+    assert [t.state.name for t in joined.trials] == ["COMPLETE"] * 4
+    assert len(list((tmp_path / "a" / "trials").iterdir())) == 2 and len(list((tmp_path / "b" / "trials").iterdir())) == 2
+    assert first.study_name == joined.study_name
+    for d in ("a", "b"):
+        assert "s3cret" not in (tmp_path / d / "study.json").read_text()
+    with pytest.raises(LvmkitError, match=r"--storage names the postgresql server at host '127.0.0.1'.*but"):
+        run_search(resume=tmp_path / "b", storage=secret.replace("/postgres", "/other").replace("5432", "1"))

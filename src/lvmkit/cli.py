@@ -330,7 +330,7 @@ def search(
     set_: Annotated[List[str], typer.Option("--set", "-s", help="Override a key of the space file: section.key=value, e.g. train.epochs=2 or search.objective_labels=10 (repeatable).")] = [],
     trials: Annotated[Optional[int], typer.Option("--trials", "-n", help="Finished trials wanted in all (default: search.trials).")] = None,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Local worker processes sharing the study.")] = 1,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db).")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db). The same URL and study name on another machine joins the search; a password is never written to disk (give it again with --resume, or through PGPASSWORD / ~/.pgpass).")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name (default: the space file's stem).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Search directory (default: searches/STUDY-TIME).")] = None,
     sampler: Annotated[Optional[str], typer.Option("--sampler", help="random (default) or tpe.")] = None,

@@ -86,6 +86,15 @@ def _storage(url: str):
                           "correct --storage.") from None
 
 
+def _without_password(url: str) -> str:
+    """``url`` as written to study.json: a server's password is never stored (workers get it in
+    memory; a resume takes it from --storage again, or libpq's PGPASSWORD or ~/.pgpass)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return u._replace(password=None).render_as_string(hide_password=False) if u.password else url  # URL.set skips None
+
+
 def _sampler(name: str, seed: int):
     optuna = _optuna()
     if name == "tpe":
@@ -152,9 +161,11 @@ def _objective(space: SearchSpace, out: Path, progress: bool):
     return run_trial
 
 
-def _optimize(out: Path, worker: int, quota: int, threads: int | None, progress: bool, errors=None) -> None:
-    """One worker: load the study from DIR/study.json and run up to ``quota`` trials (fewer if
-    the study reaches N finished trials first, e.g. when another process works on it too)."""
+def _optimize(out: Path, worker: int, quota: int, threads: int | None, progress: bool, errors=None,
+              url: str | None = None) -> None:
+    """One worker: load the study from DIR/study.json (at ``url`` when given: the storage URL
+    with its password) and run up to ``quota`` trials (fewer if the study reaches N finished
+    trials first, e.g. when another process or machine works on it too)."""
     try:
         if threads:
             import torch
@@ -163,7 +174,7 @@ def _optimize(out: Path, worker: int, quota: int, threads: int | None, progress:
         optuna = _optuna()
         info = json.loads((out / "study.json").read_text())
         space = search_space(out)
-        storage = _storage(info["storage"])
+        storage = _storage(url or info["storage"])
         pruner = optuna.pruners.MedianPruner() if space.prune else optuna.pruners.NopPruner()  # not kept in storage
         study = optuna.load_study(study_name=info["study"], storage=storage, pruner=pruner)
         n = info["trials"]
@@ -223,7 +234,10 @@ def run_search(space_path: str | Path | None = None, *, trials: int | None = Non
         space_path: the space TOML file (an experiment with a ``[search]`` table); omit with ``resume``.
         trials: total number of finished trials wanted (default: ``search.trials``, 20).
         workers: local worker processes; each uses ``cpu_count // workers`` torch threads.
-        storage: an optuna storage URL (default: ``sqlite:///DIR/study.db``).
+        storage: an optuna storage URL (default: ``sqlite:///DIR/study.db``). With a server URL,
+            a study of the same name already there is joined (another machine's search); the
+            URL's password is kept in memory only (study.json holds the URL without it), so a
+            resume takes ``storage`` again, or libpq's PGPASSWORD or ~/.pgpass.
         study: the study name (default: the space file's stem).
         out: the search directory (default: searches/STEM-TIME).
         sampler: "random" (default, seeded by ``train.seed``) or "tpe".
@@ -251,19 +265,23 @@ def run_search(space_path: str | Path | None = None, *, trials: int | None = Non
     if trials is not None and trials < 1:
         raise LvmkitError(f"trials must be a positive number, got {trials}.")
     if resume is not None:
-        if space_path is not None or storage is not None or study is not None or out is not None or overrides:
-            raise LvmkitError("--resume continues a search with its own space and storage; do not pass SPACE, --set, --storage, "
+        if space_path is not None or study is not None or out is not None or overrides:
+            raise LvmkitError("--resume continues a search with its own space and storage; do not pass SPACE, --set, "
                               "--study or --out with it.")
         out = Path(resume)
         if not (out / "study.json").is_file():
             raise LvmkitError(f"{str(out)!r} is not a search directory (no study.json); pass the directory 'lvmkit search' printed.")
         info = json.loads((out / "study.json").read_text())
+        if storage is not None and _without_password(storage) != info["storage"]:
+            raise LvmkitError(f"--storage names the {_where(storage)}, but {str(out)!r} searched on the {_where(info['storage'])}; "
+                              "pass the same URL (with its password), or leave --storage out.")
+        url = storage or info["storage"]
         if trials is not None:
             info["trials"] = trials
         if sampler is not None:
             info["sampler"] = sampler
         (out / "study.json").write_text(json.dumps(info, indent=2))
-        handle = optuna.load_study(study_name=info["study"], storage=_storage(info["storage"]))
+        handle = optuna.load_study(study_name=info["study"], storage=_storage(url))
         _requeue_stale(handle)
     else:
         if space_path is None:
@@ -281,10 +299,18 @@ def run_search(space_path: str | Path | None = None, *, trials: int | None = Non
         url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
         try:
             handle = optuna.create_study(study_name=name, storage=shared or _storage(url), direction=space.direction)
+            handle.set_user_attr("directory", str(out))
         except optuna.exceptions.DuplicatedStudyError:
-            raise LvmkitError(f"The storage already holds a study named {name!r}; pass another --study or --resume its directory.") from None
-        handle.set_user_attr("directory", str(out))
-        info = {"storage": url, "study": name, "sampler": sampler, "trials": trials or space.trials,
+            if shared is None:
+                raise LvmkitError(f"The storage already holds a study named {name!r}; pass another --study or --resume "
+                                  "its directory.") from None
+            # Another machine started this study on the shared server: join it. Trials run here
+            # are kept in this machine's directory; the study stops at N finished trials in all.
+            handle = optuna.load_study(study_name=name, storage=shared)
+            if handle.direction.name.lower() != space.direction:
+                raise LvmkitError(f"The study {name!r} on the {_where(url)} is to {handle.direction.name.lower()}, but this "
+                                  f"space says {space.direction}; pass the same space file or another --study.") from None
+        info = {"storage": _without_password(url), "study": name, "sampler": sampler, "trials": trials or space.trials,
                 "overrides": list(overrides or [])}
         (out / "study.json").write_text(json.dumps(info, indent=2))
     # Each worker gets a fixed share of the missing trials, so the total is exact: a shared
@@ -292,14 +318,15 @@ def run_search(space_path: str | Path | None = None, *, trials: int | None = Non
     remaining = max(0, json.loads((out / "study.json").read_text())["trials"] - _count(handle, _FINISHED))
     quotas = [q for q in (remaining // workers + (w < remaining % workers) for w in range(workers)) if q > 0]
     if len(quotas) == 1:
-        _optimize(out, 0, quotas[0], None, progress)
+        _optimize(out, 0, quotas[0], None, progress, url=url)
     elif quotas:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         errors = ctx.Queue()
         threads = max(1, (os.cpu_count() or 1) // len(quotas))
-        procs = [ctx.Process(target=_optimize, args=(out, w, q, threads, progress, errors)) for w, q in enumerate(quotas)]
+        procs = [ctx.Process(target=_optimize, args=(out, w, q, threads, progress, errors, url))
+                 for w, q in enumerate(quotas)]
         for p in procs:
             p.start()
         for p in procs:
@@ -309,4 +336,4 @@ def run_search(space_path: str | Path | None = None, *, trials: int | None = Non
         dead = [p.exitcode for p in procs if p.exitcode]
         if dead:
             raise LvmkitError(f"A search worker exited with status {dead[0]}; continue with --resume {out}.")
-    return optuna.load_study(study_name=handle.study_name, storage=_storage(json.loads((out / "study.json").read_text())["storage"]))
+    return optuna.load_study(study_name=handle.study_name, storage=_storage(url))
