@@ -44,7 +44,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1500, help="proton and carbon events each")
     ap.add_argument("--n-other", type=int, default=1000)
     ap.add_argument("--out", default="/tmp/lvmkit-attpc")
-    ap.add_argument("--regularizers", default="mmd")
+    ap.add_argument("--regularizers", default="mmd", help="conv AE configs attpc_convae_<reg>.toml to train")
+    ap.add_argument("--configs", default="", help="more configs to train on the same events, e.g. attpc_draw "
+                    "(configs/NAME.toml; the result key is NAME/SET)")
     ap.add_argument("--projection", default="xy", help="planes of the images, e.g. xy or xy,xz,yz")
     ap.add_argument("--align", default="none", choices=["none", "azimuth"])
     ap.add_argument("--intensity", default="log1p", choices=["log1p", "linear"])
@@ -72,16 +74,18 @@ def main() -> None:
         stats = attpc.convert(inputs, out / f"{name}.h5", args.projection, align=args.align, intensity=args.intensity)
         result["conversion"][name] = {k: stats[k] for k in ("events", "per_class", "skipped", "seconds", "events_per_second")}
         print(name, result["conversion"][name], flush=True)
-    for reg in args.regularizers.split(","):
+    models = {reg: f"attpc_convae_{reg}" for reg in args.regularizers.split(",") if reg}
+    models.update({c: c for c in args.configs.split(",") if c})
+    for reg, config in models.items():
         for name in sets:
-            cfg = lvmkit.load_config(ROOT / f"configs/attpc_convae_{reg}.toml",
+            cfg = lvmkit.load_config(ROOT / f"configs/{config}.toml",
                                      [f"data.path={out / f'{name}.h5'}", *args.sets])
             t0 = time.perf_counter()
             run = lvmkit.train(cfg, out / f"run-{reg}-{name}-{int(time.time())}")
             train_s = time.perf_counter() - t0
             probe = lvmkit.probe(run, [10, 100], 5)["results"]["latent"]
             k = 2 if name == "two-class" else 3
-            entry = {"run": str(run.path), "train_seconds": train_s, "epochs": run.read_metrics()[-1]["epoch"],
+            entry = {"config": f"configs/{config}.toml", "run": str(run.path), "train_seconds": train_s, "epochs": run.read_metrics()[-1]["epoch"],
                      "probe_f1_per_class": {n_: probe[n_]["f1"] for n_ in probe},
                      "probe_macro_f1": {n_: probe[n_]["macro_f1"] for n_ in probe},
                      "clustering": _proton_purity(run, k)}

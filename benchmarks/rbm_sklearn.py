@@ -152,12 +152,18 @@ def bench_likelihood(args, xtr: np.ndarray, xte_np: np.ndarray) -> dict:
     lr, out = args.ll_lr, {}
     specs = [("lvmkit CD-1", 1, False, len(x)), ("lvmkit PCD-1", 1, True, len(x)),
              ("lvmkit CD-25", 25, False, min(args.cd25_limit, len(x)))]
+    wanted = args.ll_models.split(",") if args.ll_models else [s[0] for s in specs] + ["sklearn"]
     for name, k, pers, n in specs:
-        model, opt = lvmkit_rbm(784, 500, k, pers, lr, 100, seed=0)
-        dt = lvmkit_epochs(model, opt, x[:n], 100, 1, seed=0)
+        if name not in wanted:
+            continue
+        model, opt = lvmkit_rbm(784, 500, k, pers, lr, 100, seed=args.seed)
+        dt = lvmkit_epochs(model, opt, x[:n], 100, 1, seed=args.seed)
         print(f"likelihood: trained {name} on {n} images in {dt:.1f} s", flush=True)
         out[name] = {"train_images": n, "train_seconds": dt, **score(model.layer, base, xte, args, seed=1)}
         print(f"  {name}: {out[name]['log_likelihood']:.2f} nats ({out[name]['ais_seconds']:.0f} s AIS)", flush=True)
+    if "sklearn" not in wanted:
+        return {"hidden": 500, "batch": 100, "lr": lr, "epochs": 1, "test_images": len(xte), "ais_runs": args.ais_runs,
+                "ais_temperatures": args.ais_temperatures, "models": out}
     rbm = sklearn_rbm(500, lr, 100, 1, seed=0)
     dt = timed_fit(rbm, xtr)
     print(f"likelihood: trained sklearn BernoulliRBM in {dt:.1f} s", flush=True)
@@ -241,6 +247,9 @@ def main() -> int:
     p.add_argument("--cd25-limit", type=int, default=60000)
     p.add_argument("--ais-runs", type=int, default=100)
     p.add_argument("--ais-temperatures", type=int, default=2000)
+    p.add_argument("--ll-models", default=None, help="comma-separated likelihood rows, e.g. 'lvmkit PCD-1,sklearn' "
+                   "(default: all)")
+    p.add_argument("--seed", type=int, default=0, help="training seed of the likelihood rows")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
