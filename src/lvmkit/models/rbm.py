@@ -108,27 +108,22 @@ class _Chains:
         start = x if not self.persistent or chains is None or len(chains) == 0 else chains
         return self.sampler.run(layer, start.detach(), self.steps)[0]
 
-    def train(self, layer: RBMEnergy, x: Tensor, chains: Tensor,
-              hidden: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor]:
-        """The training surrogate F(x).mean() - F(neg).mean() with its negative samples. Returns
-        (loss, terms, neg, h): the chains' new visible states and, for block Gibbs, hidden states
-        drawn from p(h | neg), where the persistent chains continue next step.
+    def train(self, layer: RBMEnergy, x: Tensor, chains: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """The training surrogate F(x).mean() - F(neg).mean() and the negative samples ``neg``
+        (the persistent chains' new states).
 
-        Block Gibbs forms every product once: the chain starts from hidden states (drawn from
-        the batch's hidden input, which F(x) reuses, for CD; the stored ones for PCD) and the
-        last visible states' hidden input serves F(neg) and the next hidden draw. That is 5
-        products of the batch with W per CD-1/PCD-1 step (forward 3, backward 2), where
-        sampling from visible states and then scoring them costs 6."""
+        Block Gibbs reuses the products it can: CD starts its chain from hidden states drawn
+        from the batch's hidden input, which F(x) reuses, and F(neg) scores the chain's last
+        states (5 products of the batch with W per CD-1 step: forward 3, backward 2). PCD draws
+        the chains' hidden states afresh from the current weights (one product more): keeping
+        the hidden states of the previous step instead, as scikit-learn's BernoulliRBM does,
+        saves it but lagged by one update, and gave lower test likelihoods (BENCHMARKS.md)."""
         pos_in = layer.hidden_input(x)
         if not isinstance(self.sampler, Gibbs):
             neg = self.negative(layer, x, chains)
-            neg_in = layer.hidden_input(neg)
-            h = hidden
         else:
             with torch.no_grad():
-                if self.persistent and len(hidden):
-                    h = hidden
-                elif self.persistent and len(chains):  # chains saved without hidden states
+                if self.persistent and len(chains):
                     h = layer.sample_h(chains)
                 else:
                     h = layer.sample_h(x, hidden_input=pos_in.detach())
@@ -136,12 +131,9 @@ class _Chains:
                     neg = layer.sample_x(h)
                     if i < self.steps - 1:
                         h = layer.sample_h(neg)
-            neg_in = layer.hidden_input(neg)
-            if self.persistent:
-                h = layer.sample_h(neg, hidden_input=neg_in.detach())
         f_pos = layer.free_energy(x, pos_in)
-        loss = f_pos.mean() - layer.free_energy(neg, neg_in).mean()
-        return loss, {"loss": loss.detach(), "free_energy": f_pos.mean().detach()}, neg.detach(), h
+        loss = f_pos.mean() - layer.free_energy(neg).mean()
+        return loss, {"loss": loss.detach(), "free_energy": f_pos.mean().detach()}, neg.detach()
 
 
 def _surrogate(layer: RBMEnergy, x: Tensor, neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -161,8 +153,6 @@ class _LoadSizedBuffers:
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name, buf in list(self._buffers.items()):
             key = prefix + name
-            if key not in state_dict and name.startswith("persistent_hidden"):
-                state_dict[key] = buf.new_zeros((0, *buf.shape[1:]))  # older checkpoints: drawn from the chains
             if key in state_dict and buf is not None and buf.shape != state_dict[key].shape:
                 self._buffers[name] = torch.zeros_like(state_dict[key])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -185,7 +175,6 @@ class RBM(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator, Density
         if layer.gaussian:  # a known failure of Gaussian-binary RBMs (Hinton's guide, section 13.2)
             self.divergence_advice = _GAUSSIAN_ADVICE
         self.register_buffer("persistent_chains", torch.zeros(0, layer.n_visible))
-        self.register_buffer("persistent_hidden", torch.zeros(0, layer.n_hidden))  # h of the chains (Gibbs)
         self.register_buffer("base_visible", torch.zeros(layer.n_visible))  # AIS base model (data statistics)
         self._state: dict = {}
 
@@ -206,9 +195,9 @@ class RBM(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator, Density
     def training_step(self, x: Tensor, step: int, opt) -> dict[str, Tensor]:
         x = self._flat(x)
         _check_batch(self.layer, x, self._state)
-        loss, terms, neg, h = self.chains.train(self.layer, x, self.persistent_chains, self.persistent_hidden)
+        loss, terms, neg = self.chains.train(self.layer, x, self.persistent_chains)
         if self.chains.persistent:
-            self.persistent_chains, self.persistent_hidden = neg.clone(), h.detach().clone()
+            self.persistent_chains = neg.clone()
         opt.minimize("main", loss)
         return terms
 
@@ -310,7 +299,6 @@ class DBN(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator):
             self.divergence_advice = _GAUSSIAN_ADVICE
         for i, layer in enumerate(layers):
             self.register_buffer(f"persistent_chains_{i}", torch.zeros(0, layer.n_visible))
-            self.register_buffer(f"persistent_hidden_{i}", torch.zeros(0, layer.n_hidden))
         self._state: dict = {}
 
     @property
@@ -346,11 +334,10 @@ class DBN(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator):
         for i, layer in enumerate(self.layers):
             for name_, p in layer.named_parameters():
                 p.requires_grad_(i == level and (name_ != "log_sigma" or self._state.get("learn_sigma", False)))
-        chains, hidden = f"persistent_chains_{level}", f"persistent_hidden_{level}"
-        loss, terms, neg, h = self.chains.train(self.layers[level], v, getattr(self, chains), getattr(self, hidden))
+        chains = f"persistent_chains_{level}"
+        loss, terms, neg = self.chains.train(self.layers[level], v, getattr(self, chains))
         if self.chains.persistent:
             setattr(self, chains, neg.clone())
-            setattr(self, hidden, h.detach().clone())
         opt.minimize("main", loss)
         return {**terms, "layer": torch.tensor(float(level))}
 
