@@ -74,7 +74,8 @@ def cluster(run: Run | str | Path, k: int, method: str = "kmeans", *, seed: int 
     feats = {"latent": (method, enc.transform(x))}
     if baselines:
         flat = x.reshape(len(x), -1)
-        train_flat = data.evaluated_train().x.numpy().reshape(len(data.train), -1)
+        train_x = data.evaluated_train().x.numpy()
+        train_flat = train_x.reshape(train_x.shape[0], -1)
         pca = PCA(enc.model_.latent_dim, random_state=seed).fit(train_flat)
         feats.update({"raw": ("kmeans", flat), "pca": ("kmeans", pca.transform(flat))})
     out: dict = {"k": k, "method": method, "n": len(x), "class_names": data.class_names, "results": {}}

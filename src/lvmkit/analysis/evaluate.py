@@ -7,6 +7,7 @@ import torch
 
 from lvmkit.core.contract import Forecaster
 from lvmkit.core.run import Run
+from lvmkit.data import Split
 from lvmkit.core.train import mean_loss, resolve_device
 
 
@@ -27,7 +28,7 @@ def evaluate(run: Run | str | Path, k: int | None = None, *, batch_size: int | N
     model = run.load_model("best", dev)
     test = run.data().test
     if max_examples:
-        test = type(test)(test.x[:max_examples], None if test.y is None else test.y[:max_examples])
+        test = Split(test.x[:max_examples], None if test.y is None else test.y[:max_examples])
     test = test.to(dev)
     torch.manual_seed(run.config.train.seed + 1)
     result: dict = {"n_test": len(test), "data": run.config.data.name, "binarize": run.config.data.binarize}

@@ -7,9 +7,9 @@ command line enter; everything downstream receives validated objects.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from lvmkit.core import _toml
 from lvmkit.core.errors import ConfigError
@@ -60,6 +60,25 @@ class DataConfig(_Section):
     time_scale: Optional[float] = Field(None, gt=0.0)
     holdout_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     extrapolate_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    # Streaming (lvmkit.data.stream): HDF5, .npy and uncompressed .npz files read in shuffled
+    # chunks with bounded memory. "auto": stream when the data as float32 would take more than
+    # stream_above_mb MiB. stream_chunk: consecutive examples per chunk (None: about 16 MiB);
+    # stream_buffer: chunks shuffled together; stream_sample: examples of a streamed split that
+    # split.x holds (model.update, analyses). strict: a chunk holding NaN or infinite values
+    # stops loading instead of being skipped and counted.
+    stream: Union[bool, Literal["auto"]] = "auto"
+    stream_above_mb: float = Field(4096.0, gt=0.0)
+    stream_chunk: Optional[int] = Field(None, gt=0)
+    stream_buffer: int = Field(4, gt=0)
+    stream_sample: int = Field(2048, gt=0)
+    strict: bool = False
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _stream_value(cls, v: Any) -> Any:
+        if not isinstance(v, bool) and v != "auto":
+            raise ConfigError(f"data.stream must be true, false or 'auto'; got {v!r}.")
+        return v
 
 
 class ModelConfig(_Section):

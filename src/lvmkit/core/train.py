@@ -63,7 +63,7 @@ def _check_compatible(model: AbstractModel, data: Dataset) -> list[str]:
     support = model.data_support
     if support is None:
         return []
-    lo, hi = float(data.train.x.min()), float(data.train.x.max())
+    lo, hi = data.train.value_range()
     if lo < support[0] or hi > support[1]:
         raise ConfigError(
             f"The {type(model).__name__} model needs data in {list(support)} but the training data "
@@ -264,6 +264,8 @@ class Trainer:
                       "train_seconds": round(train_seconds, 4)}
             record.update({f"train_{k}": v for k, v in train_terms.items()})
             record.update({f"val_{k}": v for k, v in val_terms.items()})
+            if "skipped_nan" in self.data.info:  # streamed data: training examples in chunks with NaN, left out
+                record["skipped_nan"] = self.data.info["skipped_nan"]["train"]
             watched = self.selection or "loss"
             if watched in val_terms and not math.isfinite(val_terms[watched]):
                 raise TrainingDiverged(
@@ -320,6 +322,11 @@ def train(config: ExperimentConfig, out: str | Path | None = None, *, progress: 
     data = load_data(config.data, config.train.seed)
     model = _build(config, data, device)
     notes = _check_compatible(model, data)
+    if "stream" in data.info:
+        st = data.info["stream"]
+        skipped = data.info["skipped_nan"]["train"]
+        notes.append(f"streaming {st['path']}: {st['chunks']} chunks of {st['chunk']} examples, {st['buffer']} shuffled together"
+                     + (f"; {skipped} training examples in chunks with NaN or infinite values left out" if skipped else ""))
     run = Run.create(config, out)
     run._data = data
     trainer = Trainer(run, data.to(device), model, config.train, device, progress, callbacks)

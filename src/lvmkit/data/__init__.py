@@ -2,7 +2,9 @@
 
 A source returns raw arrays; :func:`load_data` splits them into train / val / test and scales
 them with statistics of the training split (:mod:`lvmkit.data.scaling`). Images are (N, C, H, W); tabular
-data is (N, D).
+data is (N, D). A source may instead return a :class:`~lvmkit.data.stream.DiskArray` (HDF5, .npy and
+.npz files with ``data.stream``): its splits are then read in shuffled chunks
+(:mod:`lvmkit.data.stream`), with the same split indices and the same scaling.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -20,7 +22,9 @@ from torch import Tensor
 from lvmkit.core.config import DataConfig
 from lvmkit.core.errors import ConfigError, DataError, LvmkitWarning
 from lvmkit.core.registry import Registry
-from lvmkit.data.scaling import Scaler, fit_scaler
+from lvmkit.data import stream
+from lvmkit.data.scaling import Scaler, fit_scaler, streaming_scaling
+from lvmkit.data.stream import DiskArray, StreamSplit
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -29,7 +33,7 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 class RawData:
     """What a source returns. ``test_x`` is set when the data set has an official test split."""
 
-    x: np.ndarray
+    x: Union[np.ndarray, DiskArray]  # a DiskArray is read in chunks (data.stream)
     y: Optional[np.ndarray] = None
     test_x: Optional[np.ndarray] = None
     test_y: Optional[np.ndarray] = None
@@ -102,14 +106,28 @@ def _check_path(cfg: DataConfig, what: str) -> Path:
 
 @SOURCES.register("npz")
 def _npz(cfg: DataConfig) -> RawData:
-    p = _check_path(cfg, "NumPy .npz")
+    """An .npz file (arrays ``data.x_key`` and, if present, ``data.y_key``) or an .npy file (data only)."""
+    p = _check_path(cfg, "NumPy .npz or .npy")
+    if p.suffix == ".npy":
+        try:
+            x = np.load(p, mmap_mode="r", allow_pickle=False)
+        except Exception as err:  # ValueError for pickled or malformed arrays, OSError
+            raise DataError(f"{str(p)!r} is not a readable .npy file ({err}); write it with numpy.save.") from None
+        return RawData(DiskArray.npy(p) if stream.wanted(cfg, x.shape) else np.array(x), None, origin=str(p))
     try:
         with np.load(p, allow_pickle=False) as f:
             keys = list(f.keys())
             if cfg.x_key not in keys:
                 raise DataError(f"{str(p)!r} has no array {cfg.x_key!r} (it has {keys}); set data.x_key to the name of the data array.")
-            x = f[cfg.x_key]
             y = f[cfg.y_key] if cfg.y_key in keys else None
+            disk = None
+            if cfg.stream is not False:
+                try:
+                    disk = DiskArray.npz(p, cfg.x_key)
+                except DataError:  # a compressed member: "auto" reads it whole
+                    if cfg.stream is True:
+                        raise
+            x = disk if disk is not None and stream.wanted(cfg, disk.shape) else f[cfg.x_key]
     except DataError:
         raise
     except Exception as err:  # zipfile.BadZipFile, ValueError for pickled arrays, OSError
@@ -126,8 +144,8 @@ def _hdf5(cfg: DataConfig) -> RawData:
         with h5py.File(p, "r") as f:
             if cfg.x_key not in f:
                 raise DataError(f"{str(p)!r} has no dataset {cfg.x_key!r} (it has {list(f.keys())}); set data.x_key to the data set's name.")
-            x = f[cfg.x_key][()]
             y = f[cfg.y_key][()] if cfg.y_key in f else None
+            x = DiskArray.hdf5(p, cfg.x_key) if stream.wanted(cfg, f[cfg.x_key].shape) else f[cfg.x_key][()]
     except DataError:
         raise
     except OSError as err:
@@ -135,7 +153,10 @@ def _hdf5(cfg: DataConfig) -> RawData:
     return RawData(x, y, origin=str(p))
 
 
-def _validate(x: np.ndarray, y: Optional[np.ndarray], origin: str, min_examples: int = 3) -> tuple[np.ndarray, Optional[np.ndarray]]:
+def _check_layout(x: Union[np.ndarray, DiskArray], y: Optional[np.ndarray], origin: str, min_examples: int = 3
+                  ) -> tuple[tuple[int, ...], Optional[np.ndarray]]:
+    """Dtype, shape, size and labels of the data (in memory or on disk); returns the shape of
+    one example ((H, W) images gain a channel axis) and the labels as int64."""
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.issubdtype(x.dtype, np.complexfloating):
         raise DataError(f"Data in {origin} has dtype {x.dtype}; expected a real numeric array.")
     if x.ndim not in (2, 3, 4):
@@ -145,12 +166,6 @@ def _validate(x: np.ndarray, y: Optional[np.ndarray], origin: str, min_examples:
     if x.shape[0] < min_examples:
         need = "at least 3 are needed to split train/val/test" if min_examples == 3 else f"at least {min_examples} are needed"
         raise DataError(f"Data in {origin} has {x.shape[0]} examples; {need}.")
-    if np.issubdtype(x.dtype, np.floating):
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        if bad:
-            raise DataError(f"Data in {origin} holds {bad} NaN or infinite values; remove or impute them before training.")
-    if x.ndim == 3:
-        x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
     if y is not None:
         y = np.asarray(y)
         if y.ndim != 1 or y.shape[0] != x.shape[0]:
@@ -159,7 +174,17 @@ def _validate(x: np.ndarray, y: Optional[np.ndarray], origin: str, min_examples:
             if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
                 raise DataError(f"Labels in {origin} must be integers; got dtype {y.dtype}.")
         y = y.astype(np.int64)
-    return x, y
+    shape = tuple(x.shape[1:])
+    return ((1, *shape) if len(shape) == 2 else shape), y
+
+
+def _validate(x: np.ndarray, y: Optional[np.ndarray], origin: str, min_examples: int = 3) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    shape, y = _check_layout(x, y, origin, min_examples)
+    if np.issubdtype(x.dtype, np.floating):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise DataError(f"Data in {origin} holds {bad} NaN or infinite values; remove or impute them before training.")
+    return x.reshape(len(x), *shape), y  # (N, H, W) -> (N, 1, H, W)
 
 
 @dataclass
@@ -175,14 +200,19 @@ class Split:
     def to(self, device: torch.device | str) -> "Split":
         return Split(self.x.to(device), None if self.y is None else self.y.to(device))
 
+    def value_range(self) -> tuple[float, float]:
+        """The smallest and largest value of the split."""
+        return float(self.x.min()), float(self.x.max())
+
 
 @dataclass
 class Dataset:
-    """Train / val / test splits with the preprocessing that produced them."""
+    """Train / val / test splits with the preprocessing that produced them; the splits are
+    :class:`StreamSplit` objects when the data are streamed (``data.stream``)."""
 
-    train: Split
-    val: Split
-    test: Split
+    train: Union[Split, StreamSplit]
+    val: Union[Split, StreamSplit]
+    test: Union[Split, StreamSplit]
     shape: tuple[int, ...]
     binarize: str
     origin: str
@@ -220,11 +250,53 @@ def _binarize(x: Tensor, seed: int) -> Tensor:
     return torch.bernoulli(x, generator=g)
 
 
+def _split_indices(cfg: DataConfig, n: int, anomalies: np.ndarray, rng: np.random.Generator, origin: str) -> dict[str, np.ndarray]:
+    """Rows of each split for data without an official test split: a permutation drawn from the
+    seed, cut by the fractions (the streamed and in-memory paths share it, so a run can switch)."""
+    order = rng.permutation(n)
+    if cfg.limit:
+        order = order[: cfg.limit]
+    moved, order = order[anomalies[order]], order[~anomalies[order]]
+    m = len(order)
+    n_test = max(1, int(round(cfg.test_fraction * m)))
+    n_val = max(1, int(round(cfg.val_fraction * m)))
+    if m - n_test - n_val < 1:
+        raise DataError(f"Data in {origin} has {m} examples, too few for data.val_fraction = {cfg.val_fraction} and "
+                        f"data.test_fraction = {cfg.test_fraction} (their sum must leave training examples); supply more "
+                        "data or lower the fractions.")
+    return {"test": np.concatenate([order[:n_test], moved]), "val": order[n_test : n_test + n_val],
+            "train": order[n_test + n_val :]}
+
+
+def _normal_only(cfg: DataConfig, labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One-class protocol: which training and validation examples are of the normal class."""
+    present = sorted(set(np.unique(labels["train"]).tolist()) | set(np.unique(labels["test"]).tolist()))
+    if cfg.normal_class not in present:
+        raise DataError(f"data.normal_class = {cfg.normal_class} is not a label of the data; choose one of {present}.")
+    keep = {k: labels[k] == cfg.normal_class for k in ("train", "val")}
+    if not keep["train"].any():
+        raise DataError(f"data.normal_class = {cfg.normal_class} leaves no training examples; choose a class the data holds.")
+    return keep
+
+
 def load_data(cfg: DataConfig, seed: int = 0) -> Dataset:
-    """Load, validate, split (deterministically from ``seed``), scale and binarize a data set."""
+    """Load, validate, split (deterministically from ``seed``), scale and binarize a data set;
+    a source that returns a :class:`DiskArray` gives streamed splits (:mod:`lvmkit.data.stream`)."""
     raw = SOURCES.get(cfg.name)(cfg)
     origin = raw.origin or cfg.name
-    x, y = _validate(np.asarray(raw.x), raw.y, origin)
+    streamed = isinstance(raw.x, DiskArray)
+    if cfg.stream is True and not streamed:
+        raise ConfigError(f"data.stream = true reads HDF5, .npy and .npz files in chunks (data.name = 'hdf5', 'npz' or 'attpc'), but "
+                          f"data.name = {cfg.name!r} loads its data whole; set data.stream = false.")
+    if streamed:
+        x = raw.x
+        shape, y = _check_layout(x, raw.y, origin)
+        if cfg.binarize != "none":
+            raise ConfigError(f"data.binarize = {cfg.binarize!r} needs the whole split in memory, but the data in {origin} are "
+                              "streamed; set data.binarize = 'none' or data.stream = false.")
+    else:
+        x, y = _validate(np.asarray(raw.x), raw.y, origin)
+        shape = tuple(x.shape[1:])
     rng = np.random.default_rng(seed)
     if cfg.normal_class is not None and y is None:
         raise DataError(f"data.normal_class needs labels, but the data in {origin} has none; supply labels (data.y_key or data.label_column).")
@@ -243,40 +315,29 @@ def load_data(cfg: DataConfig, seed: int = 0) -> Dataset:
         idx = {"val": order[:n_val], "train": order[n_val:]}
         parts = {k: (x[v], None if y is None else y[v]) for k, v in idx.items()}
         parts["test"] = (np.concatenate([tx, x[moved]]), None if ty is None else np.concatenate([ty, y[moved]]))
+        if cfg.normal_class is not None:
+            keep = _normal_only(cfg, {k: b for k, (_, b) in parts.items()})
+            parts.update({k: (parts[k][0][m], parts[k][1][m]) for k, m in keep.items()})
     else:
-        order = rng.permutation(len(x))
-        if cfg.limit:
-            order = order[: cfg.limit]
-        moved, order = order[anomalies[order]], order[~anomalies[order]]
-        n = len(order)
-        n_test = max(1, int(round(cfg.test_fraction * n)))
-        n_val = max(1, int(round(cfg.val_fraction * n)))
-        if n - n_test - n_val < 1:
-            raise DataError(f"Data in {origin} has {n} examples, too few for data.val_fraction = {cfg.val_fraction} and "
-                            f"data.test_fraction = {cfg.test_fraction} (their sum must leave training examples); supply more "
-                            "data or lower the fractions.")
-        idx = {"test": np.concatenate([order[:n_test], moved]), "val": order[n_test : n_test + n_val],
-               "train": order[n_test + n_val :]}
-        parts = {k: (x[v], None if y is None else y[v]) for k, v in idx.items()}
+        idx = _split_indices(cfg, len(x), anomalies, rng, origin)
+        if cfg.normal_class is not None:
+            keep = _normal_only(cfg, {k: y[v] for k, v in idx.items()})
+            idx.update({k: idx[k][m] for k, m in keep.items()})
+        if not streamed:
+            parts = {k: (x[v], None if y is None else y[v]) for k, v in idx.items()}
 
     info: dict = dict(raw.info, seed=seed)
     if cfg.normal_class is not None:
-        # One-class protocol: train and validate on the normal class alone; test on everything.
-        present = sorted(set(np.unique(parts["train"][1]).tolist()) | set(np.unique(parts["test"][1]).tolist()))
-        if cfg.normal_class not in present:
-            raise DataError(f"data.normal_class = {cfg.normal_class} is not a label of the data; choose one of {present}.")
-        for k in ("train", "val"):
-            xs, ys = parts[k]
-            keep = ys == cfg.normal_class
-            parts[k] = (xs[keep], ys[keep])
-        if len(parts["train"][0]) == 0:
-            raise DataError(f"data.normal_class = {cfg.normal_class} leaves no training examples; choose a class the data holds.")
         info["normal_class"] = cfg.normal_class
 
     # Scaling fitted on the training split alone, then applied unchanged to every split.
     if raw.scale is not None and cfg.scale not in (None, raw.scale):
         raise ConfigError(f"data.name = {cfg.name!r} scales its data itself ({raw.scale!r}), so data.scale = {cfg.scale!r} "
                           "cannot apply; remove data.scale.")
+    if streamed:
+        splits, more = stream.open_splits(x, idx, y, shape, streaming_scaling(cfg.scale or raw.scale, len(shape)), cfg, seed)
+        info.update(more)
+        return Dataset(splits["train"], splits["val"], splits["test"], shape, cfg.binarize, origin, raw.class_names, info)
     scaler = fit_scaler(cfg.scale or raw.scale, parts["train"][0])
     info["scaler"] = scaler.state()
     scaled = {k: scaler.transform(a) for k, (a, _) in parts.items()}
@@ -292,8 +353,7 @@ def load_data(cfg: DataConfig, seed: int = 0) -> Dataset:
         for i, k in enumerate(("train", "val", "test")):
             if cfg.binarize == "static" or k != "train":
                 splits[k] = Split(_binarize(splits[k].x.clamp(0.0, 1.0), seed * 7919 + i), splits[k].y)
-    return Dataset(splits["train"], splits["val"], splits["test"], tuple(x.shape[1:]), cfg.binarize, origin,
-                   raw.class_names, info)
+    return Dataset(splits["train"], splits["val"], splits["test"], shape, cfg.binarize, origin, raw.class_names, info)
 
 
 def prepare_like(x: np.ndarray, dataset: Dataset, seed: int = 0, origin: str = "the given array") -> Tensor:
@@ -314,10 +374,14 @@ def prepare_like(x: np.ndarray, dataset: Dataset, seed: int = 0, origin: str = "
     return out
 
 
-def batches(split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
+def batches(split: Union[Split, StreamSplit], batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
             dynamic_binarize: bool = False) -> Iterator[tuple[Tensor, Optional[Tensor]]]:
     """Mini-batches of a split already on its device; shuffling and binarization draw from
-    ``generator`` so an epoch is reproducible from its seed."""
+    ``generator`` so an epoch is reproducible from its seed. A streamed split reads its chunks
+    (:meth:`StreamSplit.batches`; its data are never binarized)."""
+    if isinstance(split, StreamSplit):
+        yield from split.batches(batch_size, shuffle=shuffle, generator=generator)
+        return
     n = len(split)
     if shuffle:
         order = torch.randperm(n, generator=generator).to(split.x.device)

@@ -5,7 +5,9 @@ test and any new data (``lvmkit anomaly --data``); its statistics are stored in 
 (``RUN/scaling.json``), so outputs can be mapped back to the data's own units
 (``lvmkit sample --units data``). Values of other data outside the training range are counted
 and reported, never clipped here: only a likelihood that needs [0, 1] (Bernoulli) clips its
-targets, and the trainer logs how many values that touches.
+targets, and the trainer logs how many values that touches. The built-in scalings are fitted from
+running statistics (:class:`RunningStats`), so a streamed training split (``data.stream``) is
+fitted chunk by chunk by the same code.
 
 - ``minmax``: (x - min_j) / (max_j - min_j) per feature j (the tabular default);
 - ``standard``: (x - mean_j) / std_j per feature (z-scores; the partner of a Gaussian likelihood);
@@ -20,7 +22,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from lvmkit.core.errors import DataError
+from lvmkit.core.errors import ConfigError, DataError
 from lvmkit.core.registry import Registry
 
 
@@ -85,34 +87,99 @@ def _safe(span: np.ndarray) -> np.ndarray:
     return np.where(span > 0, span, 1.0)
 
 
+class RunningStats:
+    """Per-feature statistics of data seen whole or in chunks (streamed data, :mod:`lvmkit.data.stream`):
+    count, min and max (``ranges``), mean and the sum of squared deviations ``m2`` (``moments``;
+    chunks merged with Chan, Golub & LeVeque 1979, eq. 2.1). One update with the whole array gives
+    what NumPy's ``min``/``max``/``mean``/``std`` give; chunked updates give the same ranges exactly
+    and the same moments to rounding."""
+
+    def __init__(self, ranges: bool = True, moments: bool = False) -> None:
+        self.ranges, self.moments = ranges, moments
+        self.n = 0
+        self.dtype: Optional[np.dtype] = None
+        self.lo = self.hi = self.mean = self.m2 = None
+
+    def update(self, x: np.ndarray) -> "RunningStats":
+        """Add a chunk of examples (n, *example_shape)."""
+        x = np.asarray(x)
+        if len(x) == 0:
+            return self
+        self.dtype = x.dtype if self.dtype is None else np.result_type(self.dtype, x.dtype)
+        if self.ranges:
+            lo, hi = x.min(0), x.max(0)
+            self.lo = lo if self.n == 0 else np.minimum(self.lo, lo)
+            self.hi = hi if self.n == 0 else np.maximum(self.hi, hi)
+        if self.moments:
+            xd = x.astype(np.float64)
+            mean = xd.mean(0)
+            m2 = ((xd - mean) ** 2).sum(0)
+            if self.n == 0:
+                self.mean, self.m2 = mean, m2
+            else:
+                total = self.n + len(x)
+                delta = mean - self.mean
+                self.mean = self.mean + delta * (len(x) / total)
+                self.m2 = self.m2 + m2 + delta**2 * (self.n * len(x) / total)
+        self.n += len(x)
+        return self
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(self.m2 / self.n)
+
+
+class Scaling:
+    """A registered scaling fitted from :class:`RunningStats`, so the training split in memory and
+    a stream of its chunks are fitted by the same code: ``scaling(x)`` fits at once;
+    ``s = scaling.stats()``, ``s.update(chunk)`` per chunk, then ``scaling.finish(s)``."""
+
+    def __init__(self, finish: Callable[[RunningStats], Scaler], ranges: bool = True, moments: bool = False) -> None:
+        self.finish, self.ranges, self.moments = finish, ranges, moments
+
+    def stats(self) -> RunningStats:
+        return RunningStats(self.ranges, self.moments)
+
+    def __call__(self, x: np.ndarray) -> Scaler:
+        return self.finish(self.stats().update(x))
+
+
+# A scaling is a callable train_x -> Scaler; the built-in ones are Scaling objects, which can also
+# be fitted chunk by chunk. A plain function (series-standard) works in memory only.
 SCALERS: Registry[Callable[[np.ndarray], Scaler]] = Registry("data scaling")
 
 
-@SCALERS.register("minmax")
-def minmax(x: np.ndarray) -> Scaler:
-    lo, hi = x.min(0).astype(np.float64), x.max(0).astype(np.float64)
+def _scaling(name: str, ranges: bool = True, moments: bool = False):
+    def wrap(finish: Callable[[RunningStats], Scaler]) -> Scaling:
+        return SCALERS.register(name)(Scaling(finish, ranges, moments))
+
+    return wrap
+
+
+@_scaling("minmax")
+def minmax(s: RunningStats) -> Scaler:
+    lo, hi = s.lo.astype(np.float64), s.hi.astype(np.float64)
     return Scaler("minmax", lo, _safe(hi - lo), bounded=True)
 
 
-@SCALERS.register("standard")
-def standard(x: np.ndarray) -> Scaler:
-    xd = x.astype(np.float64)
-    return Scaler("standard", xd.mean(0), _safe(xd.std(0)), bounded=False)
+@_scaling("standard", ranges=False, moments=True)
+def standard(s: RunningStats) -> Scaler:
+    return Scaler("standard", s.mean, _safe(s.std), bounded=False)
 
 
-@SCALERS.register("global")
-def global_range(x: np.ndarray) -> Scaler:
-    if x.dtype == np.uint8:
+@_scaling("global")
+def global_range(s: RunningStats) -> Scaler:
+    if s.dtype == np.uint8:
         lo, hi = 0.0, 255.0
     else:
-        lo, hi = float(np.min(x)), float(np.max(x))
+        lo, hi = float(np.min(s.lo)), float(np.max(s.hi))
         if 0.0 <= lo and hi <= 1.0:
             lo, hi = 0.0, 1.0  # already in range: leave untouched
     return Scaler("global", np.float64(lo), _safe(np.float64(hi - lo)), bounded=True)
 
 
-@SCALERS.register("none")
-def identity(x: np.ndarray) -> Scaler:
+@_scaling("none", ranges=False)
+def identity(s: RunningStats) -> Scaler:
     return Scaler("none", np.float64(0.0), np.float64(1.0), bounded=False)
 
 
@@ -124,3 +191,15 @@ def default_scale(example_ndim: int) -> str:
 def fit_scaler(name: Optional[str], train_x: np.ndarray) -> Scaler:
     """The scaler ``name`` (None: the default for the data's shape) fitted on the training split."""
     return SCALERS.get(name or default_scale(train_x.ndim - 1))(train_x)
+
+
+def streaming_scaling(name: Optional[str], example_ndim: int) -> Scaling:
+    """The scaling ``name`` (None: the default for the data's shape) in its chunk-by-chunk form;
+    a scaling without one is a :class:`ConfigError`."""
+    name = name or default_scale(example_ndim)
+    scaling = SCALERS.get(name)
+    if not isinstance(scaling, Scaling):
+        raise ConfigError(f"data.scale = {name!r} is fitted on the whole training split and cannot be fitted on a "
+                          f"stream of chunks; choose one of {', '.join(n for n in SCALERS if isinstance(SCALERS.get(n), Scaling))} "
+                          "or set data.stream = false.")
+    return scaling

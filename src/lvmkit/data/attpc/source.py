@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from lvmkit.core.config import DataConfig
-from lvmkit.data import SOURCES, RawData
+from lvmkit.data import SOURCES, RawData, stream
+from lvmkit.data.stream import DiskArray
 from lvmkit.core.errors import DataError
 
 
@@ -27,7 +28,7 @@ def attpc_source(cfg: DataConfig) -> RawData:
                 raise DataError(f"{str(p)!r} is not an AT-TPC set written by 'lvmkit convert attpc' (no x or projection); convert the Spyral files first.")
             if f.attrs["projection"] == "points":
                 raise DataError(f"{str(p)!r} holds point sets, which no image model reads; convert with --projection xy.")
-            x = f["x"][()]
+            x = DiskArray.hdf5(p, "x") if stream.wanted(cfg, f["x"].shape) else f["x"][()]
             y = f["y"][()] if "y" in f else None
             names = [str(n) for n in f.attrs.get("class_names", [])] or None
     except OSError as err:
