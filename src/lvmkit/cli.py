@@ -448,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     click = _click()
     no_args_help = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: bare 'lvmkit'
+    aborted = (KeyboardInterrupt, typer.Abort, *[e for e in (getattr(click.exceptions, "Abort", None),) if e])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", LvmkitWarning)
@@ -469,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     except LvmkitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
+    except aborted:  # typer's vendored click has no Abort of its own
         code = 130
     if code == 130:  # typer turns Ctrl-C into exit status 130 itself
         print("interrupted; a run can be continued with 'lvmkit train --resume RUN'", file=sys.stderr)

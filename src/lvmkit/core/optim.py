@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lvmkit.core.distributed import SINGLE, all_finite, average_gradients
 from lvmkit.core.errors import ConfigError, TrainingDiverged
 from lvmkit.core.registry import Registry
 
@@ -116,6 +117,9 @@ class Optimizers:
             self.settings[name] = {"optimizer": opt_name, **settings}
             self.optimizers[name] = OPTIMIZERS.get(opt_name).build(ps, settings)
         self.lr_factor = 1.0  # set by the loop before each step (learning-rate schedules)
+        # Several processes (torchrun): gradients are averaged, weighted by this process's
+        # share of the global batch, which the loop sets before each step.
+        self.world, self.share_weight = SINGLE, 1.0
         self.steps = {name: 0 for name in self.params}
 
     def minimize(self, group: str, loss: Tensor) -> None:
@@ -126,12 +130,14 @@ class Optimizers:
         """
         if group not in self.optimizers:
             raise KeyError(f"no optimizer group {group!r}; groups are {list(self.optimizers)}")
-        if not torch.isfinite(loss.detach()):
-            raise TrainingDiverged(f"the {group!r} loss became {float(loss.detach())}")
+        if not all_finite(self.world, loss):
+            raise TrainingDiverged(f"the {group!r} loss became {float(loss.detach())}"
+                                   + (" in one of the processes" if self.world.active else ""))
         params, opt = self.params[group], self.optimizers[group]
         for p in params:
             p.grad = None
         loss.backward()
+        average_gradients(self.world, params, self.share_weight)
         if self.grad_clip > 0:
             # Rescale only when the norm exceeds the limit (clip_grad_norm_ always rescales).
             grads = [p.grad for p in params if p.grad is not None]

@@ -17,6 +17,7 @@ import torch
 from lvmkit.core.checkpoint import VERSION, load_checkpoint, save_checkpoint
 from lvmkit.core.config import ExperimentConfig, TrainConfig
 from lvmkit.core.contract import AbstractModel, Generator
+from lvmkit.core import distributed as dist
 from lvmkit.core.errors import ConfigError, TrainingDiverged
 from lvmkit.core.optim import EMA, Optimizers, lr_factor
 from lvmkit.core.run import Run
@@ -115,10 +116,12 @@ class Trainer:
     """Runs the loop for one run directory; see :func:`train` for the usual entry point."""
 
     def __init__(self, run: Run, data: Dataset, model: AbstractModel, cfg: TrainConfig, device: torch.device,
-                 progress: bool = True, callbacks: Iterable[Callback] = ()) -> None:
+                 progress: bool = True, callbacks: Iterable[Callback] = (), world: dist.World = dist.SINGLE) -> None:
         self.run, self.data, self.model, self.cfg = run, data, model, cfg
-        self.device, self.progress = device, progress
+        self.world = world  # several processes (torchrun): see lvmkit.core.distributed
+        self.device, self.progress = device, progress and world.main
         self.opt = Optimizers(model.optimizer_groups(), cfg, model.optimizer_defaults)
+        self.opt.world = world
         self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.selection = model.selection_metric
         if self.selection is None and "patience" in cfg.model_fields_set and cfg.patience:
@@ -126,9 +129,9 @@ class Trainer:
                 f"train.patience = {cfg.patience} stops on a validation metric, but the {type(model).__name__} model "
                 "selects none (its last checkpoint is the model); remove train.patience or set it to 0."
             )
-        self.callbacks = list(callbacks)
+        self.callbacks = list(callbacks) if world.main else []  # they write files (sample grids, a search's records)
         every = cfg.sample_every if cfg.sample_every is not None else max(1, cfg.epochs // 50)
-        if isinstance(model, Generator) and data.is_image and every > 0:
+        if isinstance(model, Generator) and data.is_image and every > 0 and world.main:
             self.callbacks.insert(0, SampleGrids(every, seed=cfg.seed))
         self.epoch = 0
         self.step = 0
@@ -159,6 +162,8 @@ class Trainer:
         return payload
 
     def save(self, which: str) -> None:
+        if not self.world.main:
+            return
         save_checkpoint(self.run.checkpoints / f"{which}.pt", self._payload())
 
     def restore(self, path: Path) -> None:
@@ -179,6 +184,8 @@ class Trainer:
         self.best_stage = int(st.get("best_stage", 0))
         self.stopped = str(st.get("stopped", ""))
         # Drop metrics logged after the checkpoint (the killed epoch will be replayed).
+        if not self.world.main:
+            return
         kept = [m for m in self.run.read_metrics() if m["epoch"] <= self.epoch]
         self.run.metrics_path.write_text("".join(json.dumps(m) + "\n" for m in kept))
 
@@ -198,8 +205,9 @@ class Trainer:
     def _train_epoch(self) -> dict[str, float]:
         cfg, model = self.cfg, self.model
         seed = _epoch_seed(cfg.seed, self.epoch)
-        gen = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)  # the model's own noise: reparameterisation, corruption, latent draws
+        gen = torch.Generator().manual_seed(seed)  # the global batches: the same in every process
+        # the model's own noise (reparameterisation, corruption, latent draws): its own per process
+        torch.manual_seed(seed if self.world.main else (seed + 1_000_003 * self.world.rank) % 2**63)
         model.train()
         sums: dict[str, torch.Tensor] = {}
         seen = 0
@@ -213,6 +221,10 @@ class Trainer:
                 if reason:
                     self.stopped = reason
                     break
+                if len(xb) < self.world.size:  # a last batch too small to share: every process skips it
+                    continue
+                global_n, xb = len(xb), dist.share(self.world, xb)
+                self.opt.share_weight = len(xb) / global_n
                 self.opt.lr_factor = lr_factor(cfg.lr_schedule, self.step, self.planned_steps, cfg.lr_final)
                 try:
                     terms = model.training_step(xb, self.step, self.opt)
@@ -227,6 +239,14 @@ class Trainer:
                 bar.advance(task)
                 if cfg.max_steps and self.step >= cfg.max_steps:
                     break
+        if self.world.active and sums:  # the epoch's means over every process's examples
+            from torch import distributed as tdist
+
+            keys = sorted(sums)
+            totals = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64).detach().cpu() for k in keys]
+                                 + [torch.tensor(float(seen), dtype=torch.float64)])
+            tdist.all_reduce(totals)
+            sums, seen = dict(zip(keys, totals[:-1])), float(totals[-1])
         return {k: float(v) / max(seen, 1) for k, v in sums.items()}
 
     def _select(self, val_terms: dict[str, float]) -> bool:
@@ -257,7 +277,10 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - t0
-            val_terms = mean_loss(self.model, self.data.val, max(cfg.batch_size, 256))
+            dist.sync_norm_buffers(self.world, self.model)
+            # process 0's validation decides for all (best checkpoint, early stopping)
+            val_terms = dist.broadcast(self.world, mean_loss(self.model, self.data.val, max(cfg.batch_size, 256))
+                                       if self.world.main else None)
             self.epoch += 1
             seconds = time.perf_counter() - t0
             record = {"epoch": self.epoch, "step": self.step, "seconds": round(seconds, 4),
@@ -279,8 +302,9 @@ class Trainer:
             elif (not self.stopped and self.selection and cfg.patience and self.bad_epochs >= cfg.patience
                   and self.model.objective_final):
                 self.stopped = f"early stopping: no improvement of validation {self.selection} in {cfg.patience} epochs"
-            with open(self.run.metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if self.world.main:
+                with open(self.run.metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
             if improved:
                 self.save("best")
             self.save("last")
@@ -292,12 +316,16 @@ class Trainer:
                 cb.on_epoch_end(self, record)
         if self.stopped:
             self._log(f"stopped: {self.stopped}")
+        dist.barrier(self.world)
 
 
-def _setup(cfg: TrainConfig) -> torch.device:
+def _setup(cfg: TrainConfig) -> tuple[torch.device, dist.World]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    return resolve_device(cfg.device)
+    device = resolve_device(dist.local_device(cfg.device))
+    world = dist.init(device.type)
+    dist.check_batch(world, cfg.batch_size)
+    return device, world
 
 
 def _build(config: ExperimentConfig, data: Dataset, device: torch.device) -> AbstractModel:
@@ -318,48 +346,62 @@ def train(config: ExperimentConfig, out: str | Path | None = None, *, progress: 
         report: write report.html at the end.
         callbacks: objects with ``on_epoch_end(trainer, record)``.
     """
-    device = _setup(config.train)
-    data = load_data(config.data, config.train.seed)
-    model = _build(config, data, device)
-    notes = _check_compatible(model, data)
-    if "stream" in data.info:
-        st = data.info["stream"]
-        skipped = data.info["skipped_nan"]["train"]
-        notes.append(f"streaming {st['path']}: {st['chunks']} chunks of {st['chunk']} examples, {st['buffer']} shuffled together"
-                     + (f"; {skipped} training examples in chunks with NaN or infinite values left out" if skipped else ""))
-    run = Run.create(config, out)
-    run._data = data
-    trainer = Trainer(run, data.to(device), model, config.train, device, progress, callbacks)
-    run.write_json("optimizers.json", trainer.opt.settings)
-    run.write_json("scaling.json", {**data.info["scaler"], "out_of_range": data.info["out_of_range"]})
-    for note in notes:
-        trainer._log(note)
-    trainer.fit()
-    if report:
-        from lvmkit.report import write_report
+    device, world = _setup(config.train)
+    try:
+        data = load_data(config.data, config.train.seed)
+        model = _build(config, data, device)
+        notes = _check_compatible(model, data)
+        if "stream" in data.info:
+            st = data.info["stream"]
+            skipped = data.info["skipped_nan"]["train"]
+            notes.append(f"streaming {st['path']}: {st['chunks']} chunks of {st['chunk']} examples, {st['buffer']} shuffled "
+                         "together" + (f"; {skipped} training examples in chunks with NaN or infinite values left out"
+                                       if skipped else ""))
+        # process 0 makes the run directory; the others open it (its name may hold the time)
+        run = Run.create(config, out) if world.main else None
+        run = run if world.main else Run.open(dist.broadcast(world, None))
+        if world.main:
+            dist.broadcast(world, str(run.path))
+        run._data = data
+        trainer = Trainer(run, data.to(device), model, config.train, device, progress, callbacks, world)
+        if world.main:
+            run.write_json("optimizers.json", trainer.opt.settings)
+            run.write_json("scaling.json", {**data.info["scaler"], "out_of_range": data.info["out_of_range"]})
+        if world.active:
+            notes.append(f"{world.size} processes, {config.train.batch_size // world.size} examples each per step")
+        for note in notes:
+            trainer._log(note)
+        trainer.fit()
+        if report and world.main:
+            from lvmkit.report import write_report
 
-        write_report(run, progress=progress)
-    return run
+            write_report(run, progress=progress)
+        return run
+    finally:
+        dist.shutdown(world)
 
 
 def resume(path: str | Path, *, progress: bool = True, report: bool = False, callbacks: Iterable[Callback] = ()) -> Run:
     """Continue a run from its last checkpoint; the result matches an uninterrupted run."""
     run = Run.open(path)
     cfg = run.config
-    device = _setup(cfg.train)
-    data = run.data()
-    model = _build(cfg, data, device)
-    trainer = Trainer(run, data.to(device), model, cfg.train, device, progress, callbacks)
-    last = run.checkpoints / "last.pt"
-    if last.is_file():
-        trainer.restore(last)
-    else:  # killed before its first checkpoint: start again from step 0, as train() does
-        run.metrics_path.unlink(missing_ok=True)
-        run.write_json("optimizers.json", trainer.opt.settings)
-    trainer._log(f"resuming {run.path} at epoch {trainer.epoch}, step {trainer.step}")
-    trainer.fit()
-    if report:
-        from lvmkit.report import write_report
+    device, world = _setup(cfg.train)
+    try:
+        data = run.data()
+        model = _build(cfg, data, device)
+        trainer = Trainer(run, data.to(device), model, cfg.train, device, progress, callbacks, world)
+        last = run.checkpoints / "last.pt"
+        if last.is_file():  # any number of processes: the checkpoint holds the global state
+            trainer.restore(last)
+        elif world.main:  # killed before its first checkpoint: start again from step 0, as train() does
+            run.metrics_path.unlink(missing_ok=True)
+            run.write_json("optimizers.json", trainer.opt.settings)
+        trainer._log(f"resuming {run.path} at epoch {trainer.epoch}, step {trainer.step}")
+        trainer.fit()
+        if report and world.main:
+            from lvmkit.report import write_report
 
-        write_report(run, progress=progress)
-    return run
+            write_report(run, progress=progress)
+        return run
+    finally:
+        dist.shutdown(world)
