@@ -91,6 +91,18 @@ def test_training_step_changes_every_trained_parameter(case):
         assert not torch.equal(p.detach(), before[n]), f"two training steps left {n} unchanged"
 
 
+def test_a_bf16_autocast_training_step_is_finite(case):
+    """train.precision = 'bf16' wraps the family's step in autocast: every family must cope
+    (losses summed in float32, no dtype clashes in custom operations)."""
+    cfg, data, model, x = case[:4]
+    model.train()
+    opt = Optimizers(model.optimizer_groups(), cfg.train, model.optimizer_defaults)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = model.training_step(x, 10**6, opt)
+    assert all(torch.isfinite(torch.as_tensor(v, dtype=torch.float32)) for v in terms.values())
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in model.parameters())
+
+
 def test_save_load_reproduces_outputs(case, tmp_path):
     cfg, data, model, x = case[:4]
     with torch.no_grad():

@@ -151,6 +151,11 @@ class TrainConfig(OptimGroupConfig):
     sample_every: Optional[int] = Field(None, ge=0)
     seed: int = 0
     device: str = "auto"
+    # Training arithmetic: fp32, bf16 (autocast) or fp16 (autocast with a gradient scaler; GPUs only).
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False  # NHWC memory layout for convolutional networks (faster on GPUs)
+    # torch.compile the model: true (the default backend, inductor) or a backend's name; false: off
+    compile: Union[bool, str] = False
     threads: Optional[int] = Field(None, gt=0)
     optim: dict[str, OptimGroupConfig] = Field(default_factory=dict)
 

@@ -121,6 +121,10 @@ class Optimizers:
         # share of the global batch, which the loop sets before each step.
         self.world, self.share_weight = SINGLE, 1.0
         self.steps = {name: 0 for name in self.params}
+        # fp16 training: one gradient scaler per group (loss scaling against underflow)
+        self.scalers: dict[str, Any] = {}
+        if getattr(train_cfg, "precision", "fp32") == "fp16":
+            self.scalers = {name: torch.amp.GradScaler("cuda") for name in self.params}
 
     def minimize(self, group: str, loss: Tensor) -> None:
         """zero_grad, backward, clip, schedule, step, for one group.
@@ -136,8 +140,11 @@ class Optimizers:
         params, opt = self.params[group], self.optimizers[group]
         for p in params:
             p.grad = None
-        loss.backward()
+        scaler = self.scalers.get(group)
+        (scaler.scale(loss) if scaler else loss).backward()
         average_gradients(self.world, params, self.share_weight)
+        if scaler:
+            scaler.unscale_(opt)  # clipping sees the true gradients
         if self.grad_clip > 0:
             # Rescale only when the norm exceeds the limit (clip_grad_norm_ always rescales).
             grads = [p.grad for p in params if p.grad is not None]
@@ -147,11 +154,18 @@ class Optimizers:
         base = self.settings[group]["lr"]
         for g in opt.param_groups:
             g["lr"] = base * self.lr_factor
-        opt.step()
+        if scaler:
+            scaler.step(opt)  # skipped when the scaled gradients overflowed
+            scaler.update()
+        else:
+            opt.step()
         self.steps[group] += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+        state = {name: opt.state_dict() for name, opt in self.optimizers.items()}
+        if self.scalers:
+            state["_grad_scalers"] = {name: sc.state_dict() for name, sc in self.scalers.items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         missing = sorted(set(self.optimizers) - set(state))
@@ -162,6 +176,9 @@ class Optimizers:
                                   "it was written for another model, retrain or resume the right run.")
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state[name])
+        for name, sc in self.scalers.items():
+            if name in state.get("_grad_scalers", {}):
+                sc.load_state_dict(state["_grad_scalers"][name])
 
 
 class EMA:

@@ -4,10 +4,12 @@ resume, the NaN/Inf guard, EMA weights, sample grids, callbacks); each family ow
 (``training_step``) and its optimizer groups. See :mod:`lvmkit.core.contract`."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
@@ -18,7 +20,7 @@ from lvmkit.core.checkpoint import VERSION, load_checkpoint, save_checkpoint
 from lvmkit.core.config import ExperimentConfig, TrainConfig
 from lvmkit.core.contract import AbstractModel, Generator
 from lvmkit.core import distributed as dist
-from lvmkit.core.errors import ConfigError, TrainingDiverged
+from lvmkit.core.errors import ConfigError, LvmkitWarning, TrainingDiverged
 from lvmkit.core.optim import EMA, Optimizers, lr_factor
 from lvmkit.core.run import Run
 from lvmkit.data import Dataset, Split, batches, load_data
@@ -202,6 +204,12 @@ class Trainer:
                "extreme values.")
         )
 
+    def _autocast(self):
+        """train.precision: bf16 or fp16 autocast around the family's step (fp32: nothing)."""
+        if self.cfg.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16)
+
     def _train_epoch(self) -> dict[str, float]:
         cfg, model = self.cfg, self.model
         seed = _epoch_seed(cfg.seed, self.epoch)
@@ -226,8 +234,11 @@ class Trainer:
                 global_n, xb = len(xb), dist.share(self.world, xb)
                 self.opt.share_weight = len(xb) / global_n
                 self.opt.lr_factor = lr_factor(cfg.lr_schedule, self.step, self.planned_steps, cfg.lr_final)
+                if cfg.channels_last and xb.dim() == 4:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
                 try:
-                    terms = model.training_step(xb, self.step, self.opt)
+                    with self._autocast():
+                        terms = model.training_step(xb, self.step, self.opt)
                 except TrainingDiverged as err:
                     raise self._diverged(str(err)) from None
                 if self.ema is not None:
@@ -323,6 +334,9 @@ def _setup(cfg: TrainConfig) -> tuple[torch.device, dist.World]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(dist.local_device(cfg.device))
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.precision = 'fp16' trains with CUDA's gradient scaler, but the device is {device.type}; "
+                          "use train.precision = 'bf16' there, or train.device = 'cuda'.")
     world = dist.init(device.type)
     dist.check_batch(world, cfg.batch_size)
     return device, world
@@ -332,7 +346,19 @@ def _build(config: ExperimentConfig, data: Dataset, device: torch.device) -> Abs
     from lvmkit.models import build_model
 
     torch.manual_seed(config.train.seed)
-    return build_model(config.model, data.shape).to(device)
+    model = build_model(config.model, data.shape).to(device)
+    cfg = config.train
+    if cfg.channels_last and len(data.shape) == 3:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        from torch import _dynamo
+
+        if not _dynamo.is_dynamo_supported():
+            warnings.warn("train.compile is set but torch.compile is not supported on this Python/platform; training "
+                          "runs uncompiled (set train.compile = false to silence this).", LvmkitWarning, stacklevel=3)
+        else:  # compiles forward in place: training_step, EMA and checkpoints see the same module
+            model.compile(**({} if cfg.compile is True else {"backend": cfg.compile}))
+    return model
 
 
 def train(config: ExperimentConfig, out: str | Path | None = None, *, progress: bool = True,

@@ -54,7 +54,8 @@ class Bernoulli(Likelihood):
         return torch.sigmoid(params)
 
     def mean_nll(self, params: Tensor, x: Tensor) -> Tensor:
-        return _BernoulliNLL.apply(params, x.clamp(0.0, 1.0)) / params.shape[0]
+        # summed in float32 whatever the decoder's precision (train.precision = bf16 / fp16)
+        return _BernoulliNLL.apply(params.float(), x.clamp(0.0, 1.0).float()) / params.shape[0]
 
 
 class _BernoulliNLL(torch.autograd.Function):
