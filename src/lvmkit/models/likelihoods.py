@@ -54,8 +54,9 @@ class Bernoulli(Likelihood):
         return torch.sigmoid(params)
 
     def mean_nll(self, params: Tensor, x: Tensor) -> Tensor:
-        # summed in float32 whatever the decoder's precision (train.precision = bf16 / fp16)
-        return _BernoulliNLL.apply(params.float(), x.clamp(0.0, 1.0).float()) / params.shape[0]
+        # summed in float32 at least, whatever the decoder's precision (train.precision = bf16 / fp16)
+        dtype = torch.promote_types(torch.promote_types(params.dtype, x.dtype), torch.float32)
+        return _BernoulliNLL.apply(params.to(dtype), x.clamp(0.0, 1.0).to(dtype)) / params.shape[0]
 
 
 class _BernoulliNLL(torch.autograd.Function):
