@@ -361,6 +361,16 @@ def _build(config: ExperimentConfig, data: Dataset, device: torch.device) -> Abs
     return model
 
 
+def _fit(trainer: Trainer, report: bool) -> Run:
+    """Run the loop, then (process 0) write report.html when asked."""
+    trainer.fit()
+    if report and trainer.world.main:
+        from lvmkit.report import write_report
+
+        write_report(trainer.run, progress=trainer.progress)
+    return trainer.run
+
+
 def train(config: ExperimentConfig, out: str | Path | None = None, *, progress: bool = True,
           report: bool = False, callbacks: Iterable[Callback] = ()) -> Run:
     """Train a model described by ``config`` in a new run directory and return the run.
@@ -397,12 +407,7 @@ def train(config: ExperimentConfig, out: str | Path | None = None, *, progress: 
             notes.append(f"{world.size} processes, {config.train.batch_size // world.size} examples each per step")
         for note in notes:
             trainer._log(note)
-        trainer.fit()
-        if report and world.main:
-            from lvmkit.report import write_report
-
-            write_report(run, progress=progress)
-        return run
+        return _fit(trainer, report)
     finally:
         dist.shutdown(world)
 
@@ -423,11 +428,6 @@ def resume(path: str | Path, *, progress: bool = True, report: bool = False, cal
             run.metrics_path.unlink(missing_ok=True)
             run.write_json("optimizers.json", trainer.opt.settings)
         trainer._log(f"resuming {run.path} at epoch {trainer.epoch}, step {trainer.step}")
-        trainer.fit()
-        if report and world.main:
-            from lvmkit.report import write_report
-
-            write_report(run, progress=progress)
-        return run
+        return _fit(trainer, report)
     finally:
         dist.shutdown(world)
