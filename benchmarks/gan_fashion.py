@@ -46,8 +46,8 @@ def main() -> None:
     ap.add_argument("--epochs", default="conv VAE (prior samples)=10,DCGAN=8,WGAN-GP=4,DDPM=7,EBM (Langevin)=3",
                     help="NAME=EPOCHS,... (the configs' own counts need a GPU or hours)")
     ap.add_argument("--n", type=int, default=10000)
-    ap.add_argument("--variant-n", default="", help="ROW=N,...: fewer samples for a slow sampler's row "
-                    "(e.g. 'DDPM, ancestral 1000=1000'); the row records its n")
+    ap.add_argument("--variant-n", default="", help="ROW=N;...: fewer samples for a slow sampler's row "
+                    "(e.g. 'DDPM, ancestral 1000=1000'; rows are separated by ';'); the row records its n")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (training and scoring)")
     ap.add_argument("--reuse", default="", help="NAME=RUN,...: score an existing run instead of training")
     ap.add_argument("--only", default=None, help="comma-separated model names to (re)run; the others are kept from --json")
@@ -75,7 +75,7 @@ def main() -> None:
         else:
             run = lvmkit.train(cfg, args.out / f"{config.removesuffix('.toml')}-{int(time.time())}", progress=True)
             train_seconds = time.perf_counter() - t0
-        variant_n = {k: int(v) for k, v in (item.rsplit("=", 1) for item in args.variant_n.split(",") if item)}
+        variant_n = {k: int(v) for k, v in (item.rsplit("=", 1) for item in args.variant_n.split(";") if item)}
         rows = VARIANTS.get(name, {name: {}})
         for row, kwargs in rows.items():
             n = variant_n.get(row, args.n)
