@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("--epochs", default="conv VAE (prior samples)=10,DCGAN=8,WGAN-GP=4,DDPM=7,EBM (Langevin)=3",
                     help="NAME=EPOCHS,... (the configs' own counts need a GPU or hours)")
     ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--rows", default=None, help="ROW;...: score only these rows of the models run (e.g. "
+                    "'DDPM, ancestral 1000'); the others are kept from --json")
     ap.add_argument("--variant-n", default="", help="ROW=N;...: fewer samples for a slow sampler's row "
                     "(e.g. 'DDPM, ancestral 1000=1000'; rows are separated by ';'); the row records its n")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (training and scoring)")
@@ -77,6 +79,8 @@ def main() -> None:
             train_seconds = time.perf_counter() - t0
         variant_n = {k: int(v) for k, v in (item.rsplit("=", 1) for item in args.variant_n.split(";") if item)}
         rows = VARIANTS.get(name, {name: {}})
+        if args.rows:
+            rows = {r: kw for r, kw in rows.items() if r in args.rows.split(";")}
         for row, kwargs in rows.items():
             n = variant_n.get(row, args.n)
             q = lvmkit.quality(run, n, device=args.device, progress=True, write=False, **kwargs)

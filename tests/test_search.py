@@ -106,6 +106,9 @@ def test_report_spearman_and_best_toml(search_dir):
     params = summary["trials"][0]["params"]
     assert best.model.latent_dim == params["model.latent_dim"] and best.train.lr == params["train.lr"]
     assert best.model.hidden == params["model.hidden"]
+    # the thesis's Figure 4.5: the best trials' validation curves, coloured by the objective
+    assert summary["figure"] == "top_trials.png" and (search_dir / "top_trials.png").stat().st_size > 1000
+    assert 'src="top_trials.png"' in html.read_text()
 
 
 def test_resume_requeues_a_dead_workers_trial_and_runs_only_the_missing(tmp_path):

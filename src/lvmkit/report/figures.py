@@ -337,3 +337,21 @@ def step_kl(kl: np.ndarray) -> Figure:
     ax.set_xticks(t if len(t) <= 20 else t[:: int(np.ceil(len(t) / 20))])
     fig.tight_layout()
     return fig
+
+
+def top_trials(curves: list[tuple[int, float, list[float]]], metric: str, objective: str) -> Figure:
+    """A search's best trials (the thesis's Figure 4.5): each trial's per-epoch ``metric``,
+    coloured by its objective value; ``curves`` holds (trial number, objective, values)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    values = np.array([v for _, v, _ in curves], dtype=float)
+    lo, hi = float(values.min()), float(values.max())
+    cmap = plt.get_cmap("viridis")
+    norm = matplotlib.colors.Normalize(lo, hi if hi > lo else lo + 1e-12)
+    for number, value, ys in curves:
+        ax.plot(range(1, len(ys) + 1), ys, color=cmap(norm(value)), lw=1.4, label=f"trial {number}")
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=objective)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(f"the {len(curves)} best trials")
+    fig.tight_layout()
+    return fig

@@ -93,9 +93,30 @@ def search_report(path: str | Path) -> Path:
                "objective_split": metric.split, "objective_description": metric.describe(),
                "n_trials": len(rows), "states": {s: sum(r["state"] == s for r in rows) for s in sorted({r["state"] for r in rows})},
                "best": best, "spearman": correlations, "trials": rows, "repeat_command": again}
+    summary["figure"] = _top_trials_figure(done[:10], space.objective, out)
     (out / "search.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / "search.html").write_text(_html(summary, space.keys()))
     return out / "search.html"
+
+
+def _top_trials_figure(best: list[dict], objective: str, out: Path) -> str | None:
+    """DIR/top_trials.png: the validation loss per epoch of the best trials, coloured by the
+    objective (Figure 4.5); None when no run logged one."""
+    from lvmkit.report import figures
+
+    curves = []
+    for r in best:
+        metrics = Path(r["run_dir"] or "") / "metrics.jsonl"
+        if metrics.is_file():
+            ys = [json.loads(line).get("val_loss") for line in metrics.read_text().splitlines()]
+            if ys and all(y is not None for y in ys):
+                curves.append((r["number"], r["value"], ys))
+    if not curves:
+        return None
+    fig = figures.top_trials(curves, "validation loss", objective)
+    fig.savefig(out / "top_trials.png", dpi=110)
+    figures.plt.close(fig)
+    return "top_trials.png"
 
 
 def _html(summary: dict[str, Any], names: list[str]) -> str:
@@ -126,6 +147,7 @@ The test split is never used to select; test numbers for the selected configurat
 <table><tr><th>parameter</th><th>rho</th><th>p-value</th><th>n</th></tr>
 {corr}
 </table>
+{f'<h2>Validation loss of the best trials</h2><img src="{summary["figure"]}" alt="top trials">' if summary.get("figure") else ""}
 <h2>Trials, best first</h2>
 <table><tr>{head}</tr>
 {body}
