@@ -256,7 +256,13 @@ def test_ddpm_trains_samples_and_bounds_on_digits(tmp_path):
     assert a.shape == (6, 1, 8, 8) and np.array_equal(a, b) and a.min() >= 0 and a.max() <= 1
     assert list((run.path / "samples").glob("epoch_*.npy"))
     q = lvmkit.quality(run, 40, sampler="ddim", steps=5, eta=0.5, write=False)
-    assert q["sampler"] == {"name": "ddim", "steps": 5, "eta": 0.5} and q["n_generated"] == 40
+    assert q["sampler"] == {"name": "ddim", "steps": 5, "eta": 0.5} and q["n_generated"] == 40 and q["weights"] == "ema"
+    # the optimizer's own weights instead of their moving average, on request
+    raw = lvmkit.sample(run, 6, seed=3, sampler="ddim", steps=5, weights="raw")
+    assert raw.shape == a.shape and not np.allclose(raw, a)
+    assert lvmkit.quality(run, 40, sampler="ddim", steps=5, write=False, weights="raw")["weights"] == "raw"
+    with pytest.raises(ConfigError, match=r"weights must be 'ema' or 'raw', got 'best'"):
+        lvmkit.sample(run, 2, weights="best")
     page = lvmkit.write_report(run).read_text()
     assert "Sampling chain" in page and (run.figures / "chain.png").is_file() and (run.figures / "bound_terms.png").is_file()
     r = run_cli("sample", str(run.path), "--sampler", "ddim", "--steps", "80", "--out", str(tmp_path / "s.npy"))

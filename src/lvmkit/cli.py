@@ -91,11 +91,12 @@ def sample(
     sampler: Annotated[Optional[str], typer.Option(help="Iterative models: the sampler (diffusion: ancestral or ddim; default: the model's).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Sampler steps (ddim: any number up to T; ancestral: all T).")] = None,
     eta: Annotated[Optional[float], typer.Option(help="DDIM's eta in [0, 1]: 0 deterministic, 1 ancestral-like noise.")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="ema or raw (default: the EMA weights when the run kept them).")] = None,
 ) -> None:
     """Draw samples from a trained generator (VAE prior, GAN, diffusion, ...)."""
     from lvmkit.analysis.sampling import sample as _sample
 
-    _sample(run, n, out, seed=seed, units=units, sampler=sampler, steps=steps, eta=eta)
+    _sample(run, n, out, seed=seed, units=units, sampler=sampler, steps=steps, eta=eta, weights=weights)
     typer.echo(str(out))
 
 
@@ -108,11 +109,13 @@ def quality(
     sampler: Annotated[Optional[str], typer.Option(help="Iterative models: the sampler (diffusion: ancestral or ddim; default: the model's).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Sampler steps (ddim: any number up to T).")] = None,
     eta: Annotated[Optional[float], typer.Option(help="DDIM's eta in [0, 1].")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="ema or raw (default: the EMA weights when the run kept them).")] = None,
 ) -> None:
     """Sample quality: Frechet distance, precision and recall in a data-set classifier's features; RUN/quality.json."""
     from lvmkit.analysis.quality import quality as _quality
 
-    res = _quality(run, n, seed=seed, device=device, progress=True, sampler=sampler, steps=steps, eta=eta)
+    res = _quality(run, n, seed=seed, device=device, progress=True, sampler=sampler, steps=steps, eta=eta,
+                   weights=weights)
     fl = res["floor"]
     typer.echo(f"Frechet distance {res['frechet_distance']:.4g}  (floor, train vs test: {fl['frechet_distance']:.4g})")
     typer.echo(f"precision {res['precision']:.3f}  recall {res['recall']:.3f}  "

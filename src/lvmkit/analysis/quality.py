@@ -292,7 +292,7 @@ def _subset(n_total: int, n: int, seed: int) -> Tensor:
 
 def quality(run: Run | str | Path, n: int = 10000, *, seed: int = 0, device: str = "cpu", write: bool = True,
             progress: bool = False, sampler: str | None = None, steps: int | None = None,
-            eta: float | None = None) -> dict[str, Any]:
+            eta: float | None = None, weights: str | None = None) -> dict[str, Any]:
     """Sample quality of a trained generative run, in the data set's classifier feature space.
 
     Draws ``n`` samples (batch i of 1000 from seed + i) and compares them with the reference
@@ -306,7 +306,8 @@ def quality(run: Run | str | Path, n: int = 10000, *, seed: int = 0, device: str
     uniform share (0.1 / n_classes) of the samples. ``samples_outside_data_range``: the fraction
     of sample values outside the training data's [min, max] (samples are not clamped).
     ``sampler``, ``steps``, ``eta``: an iterative model's sampler (see :func:`lvmkit.sample`);
-    the result records them and the sampling time.
+    the result records them and the sampling time. ``weights``: "ema" or "raw" (None: the EMA
+    weights when the run kept them), recorded too.
 
     Returns:
         The result (also written to RUN/quality.json when ``write``).
@@ -331,9 +332,10 @@ def quality(run: Run | str | Path, n: int = 10000, *, seed: int = 0, device: str
         raise DataError(f"lvmkit quality needs class labels to train its feature classifier, but data set "
                         f"{run.config.data.name!r} has none; use a labelled data set (e.g. digits or fashion-mnist) "
                         f"or give labels via data.y_key.")
-    model = run.load_model("best", device)
+    from lvmkit.analysis.sampling import ema_choice, sampler_for
+
+    model = run.load_model("best", device, ema=ema_choice(weights))
     require(model, Generator, "lvmkit quality")
-    from lvmkit.analysis.sampling import sampler_for
 
     draw = sampler_for(model, sampler, steps, eta)
     key = f"{dcfg.model_dump_json()}|seed={run.config.train.seed}"
@@ -387,6 +389,7 @@ def quality(run: Run | str | Path, n: int = 10000, *, seed: int = 0, device: str
         "n_reference": m,
         "seed": seed,
         "sampler": {"name": sampler, "steps": steps, "eta": eta} if (sampler or steps or eta is not None) else "the model's default",
+        "weights": weights or ("ema" if run.config.train.ema_decay > 0 else "raw"),
         "sample_seconds_per_1000": round(1000 * t_sample / n, 4),
     }
     res["seconds"] = round(time.perf_counter() - t0, 3)

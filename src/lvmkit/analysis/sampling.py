@@ -12,6 +12,14 @@ from lvmkit.core.contract import Forecaster, Generator, IterativeGenerator, requ
 from lvmkit.core.run import Run
 
 
+def ema_choice(weights: str | None) -> bool | None:
+    """``--weights``: "ema" (the moving average; an error when the run kept none), "raw" (the
+    optimizer's last weights) or None (the EMA when the run kept one)."""
+    if weights not in (None, "ema", "raw"):
+        raise ConfigError(f"weights must be 'ema' or 'raw', got {weights!r}.")
+    return None if weights is None else weights == "ema"
+
+
 def sampler_for(model, sampler: str | None = None, steps: int | None = None,
                 eta: float | None = None) -> Callable[[int, torch.Generator], torch.Tensor]:
     """``draw(n, generator)`` for ``model`` with the sampler named (iterative models only; None:
@@ -27,7 +35,7 @@ def sampler_for(model, sampler: str | None = None, steps: int | None = None,
 
 def sample(run: Run | str | Path, n: int = 64, out: str | Path | None = None, *, seed: int = 0,
            device: str = "cpu", units: str = "model", sampler: str | None = None, steps: int | None = None,
-           eta: float | None = None) -> np.ndarray:
+           eta: float | None = None, weights: str | None = None) -> np.ndarray:
     """Return ``n`` samples (means of p(x|z), z ~ N(0, I)) of shape (n, *input_shape).
 
     ``units = "model"`` gives them as the model sees data (after ``data.scale``); ``"data"``
@@ -42,7 +50,7 @@ def sample(run: Run | str | Path, n: int = 64, out: str | Path | None = None, *,
     if units not in ("model", "data"):
         raise ConfigError(f"Sample units must be 'model' or 'data', got {units!r}; pass --units model or --units data.")
     run = run if isinstance(run, Run) else Run.open(run)
-    model = run.load_model("best", device)
+    model = run.load_model("best", device, ema=ema_choice(weights))
     series = "a series model forecasts instead: use 'lvmkit forecast RUN --input FILE --until T'"
     require(model, Generator, "lvmkit sample", series if isinstance(model, Forecaster) else None)
     draw = sampler_for(model, sampler, steps, eta)
