@@ -131,19 +131,22 @@ class _Chains:
                     neg = layer.sample_x(h)
                     if i < self.steps - 1:
                         h = layer.sample_h(neg)
-        f_pos = layer.free_energy(x, pos_in)
-        loss = f_pos.mean() - layer.free_energy(neg).mean()
-        return loss, {"loss": loss.detach(), "free_energy": f_pos.mean().detach()}, neg.detach()
+        loss, terms = _surrogate(layer, x, neg, pos_in=pos_in, monitor=False)
+        return loss, terms, neg.detach()
 
 
-def _surrogate(layer: RBMEnergy, x: Tensor, neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """F(x).mean() - F(neg).mean() (its gradient is the positive minus the negative phase) and,
-    as a monitor for validation, the squared error of E[x | p(h | x)]."""
-    f_pos = layer.free_energy(x)
+def _surrogate(layer: RBMEnergy, x: Tensor, neg: Tensor, pos_in: Tensor | None = None,
+               monitor: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+    """F(x).mean() - F(neg).mean() (its gradient is the positive minus the negative phase);
+    ``pos_in``: x's hidden input when already formed. With ``monitor`` (validation), also the
+    squared error of E[x | p(h | x)]."""
+    f_pos = layer.free_energy(x, pos_in)
     loss = f_pos.mean() - layer.free_energy(neg.detach()).mean()
-    with torch.no_grad():
-        recon = (layer.visible_mean(layer.p_h(x)) - x).pow(2).sum(-1).mean()
-    return loss, {"loss": loss.detach(), "free_energy": f_pos.mean().detach(), "recon": recon}
+    terms = {"loss": loss.detach(), "free_energy": f_pos.mean().detach()}
+    if monitor:
+        with torch.no_grad():
+            terms["recon"] = (layer.visible_mean(layer.p_h(x)) - x).pow(2).sum(-1).mean()
+    return loss, terms
 
 
 class _LoadSizedBuffers:

@@ -102,13 +102,13 @@ def search_report(path: str | Path) -> Path:
 def _top_trials_figure(best: list[dict], objective: str, out: Path) -> str | None:
     """DIR/top_trials.png: the validation loss per epoch of the best trials, coloured by the
     objective (Figure 4.5); None when no run logged one."""
+    from lvmkit.core.run import Run
     from lvmkit.report import figures
 
     curves = []
     for r in best:
-        metrics = Path(r["run_dir"] or "") / "metrics.jsonl"
-        if metrics.is_file():
-            ys = [json.loads(line).get("val_loss") for line in metrics.read_text().splitlines()]
+        if r["run_dir"] and (Path(r["run_dir"]) / "metrics.jsonl").is_file():
+            ys = [m.get("val_loss") for m in Run.open(r["run_dir"]).read_metrics()]
             if ys and all(y is not None for y in ys):
                 curves.append((r["number"], r["value"], ys))
     if not curves:
