@@ -18,6 +18,7 @@ from lvmkit.models.networks import _dense_stack
 from lvmkit.models.ode import ODESolver
 from lvmkit.core.registry import Registry
 from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels, compact, feature_units
+from lvmkit.models.timeseries.gru import gru_sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from lvmkit.data.scaling import Scaler
@@ -123,7 +124,7 @@ class GRURecognition(nn.Module):
         n = valid.sum(1)
         k = torch.arange(t.shape[1], device=t.device)[None, :]
         rev = torch.where(k < n[:, None], n[:, None] - 1 - k, k)  # each series' own rows, last first
-        out, _ = self.gru(u.gather(1, rev[..., None].expand_as(u)))  # (B, K, hidden)
+        out = gru_sequence(self.gru, u.gather(1, rev[..., None].expand_as(u)))  # (B, K, hidden)
         last = (n - 1).clamp(min=0)[:, None, None].expand(-1, 1, self.hidden)
         return out.gather(1, last).squeeze(1)
 

@@ -19,6 +19,7 @@ from lvmkit.core.contract import FAMILIES, AbstractModel, Family, Forecaster, Lo
 from lvmkit.models.timeseries.config import TINY_SERIES, RNNConfig
 from lvmkit.models.likelihoods import Likelihood
 from lvmkit.models.timeseries.packing import OBSERVED, channels, series_shape
+from lvmkit.models.timeseries.gru import gru_sequence
 from lvmkit.models.timeseries.parts import (SCALE_CHECK_SERIES, gaussian_likelihood, held_out_scores, masked_log_lik,
                                            mlp, observed_rows, time_gaps, warn_if_unscaled)
 
@@ -47,7 +48,7 @@ class GRUForecaster(AbstractModel, Forecaster):
         """Per-series negative log-likelihood of observations 2..n (B,) and its terms."""
         origin, t, v, m, valid = observed_rows(x)
         gap = time_gaps(origin, t)[..., None]
-        out, _ = self.gru(torch.cat([v * m, m, gap], dim=-1))  # (B, K, H): state after each row
+        out = gru_sequence(self.gru, torch.cat([v * m, m, gap], dim=-1))  # (B, K, H): state after each row
         before = torch.cat([out.new_zeros(out.shape[0], 1, out.shape[2]), out[:, :-1]], dim=1)
         mu = self.head(torch.cat([before, gap], dim=-1))
         target = m.clone()
