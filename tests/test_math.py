@@ -406,3 +406,23 @@ def test_fused_bernoulli_nll_matches_log_prob_and_its_gradient():
     g1, = torch.autograd.grad(lik.mean_nll(logits, x), logits)
     g2, = torch.autograd.grad(-lik.log_prob(logits, x).mean(), logits)
     torch.testing.assert_close(g1, g2)
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "gaussian"])
+def test_log_prob_many_scores_each_example_against_each_of_its_parameter_sets(name):
+    from torch.distributions import Bernoulli as TorchBernoulli
+
+    from lvmkit.models.likelihoods import LIKELIHOODS
+
+    lik = LIKELIHOODS.get(name)()
+    params = torch.randn(3, 5, 1, 2, 2, dtype=torch.float64)  # 5 parameter sets for each of 3 examples
+    x = (torch.rand(3, 1, 2, 2, dtype=torch.float64) < 0.5).to(torch.float64)
+    many = lik.log_prob_many(params, x)
+    assert many.shape == (3, 5)
+    for b in range(3):
+        for j in range(5):
+            if name == "bernoulli":  # the closed form, from torch.distributions
+                exact = TorchBernoulli(logits=params[b, j]).log_prob(x[b]).sum()
+            else:
+                exact = lik.log_prob(params[b, j][None], x[b][None])[0]
+            torch.testing.assert_close(many[b, j], exact, rtol=0, atol=1e-12)

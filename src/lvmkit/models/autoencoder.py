@@ -229,12 +229,11 @@ class Autoencoder(AbstractModel, Encoder, Reconstructor, Generator, DensityModel
         while done < k:
             m = min(chunk, k - done)
             eps = torch.randn(m, *mean.shape, device=x.device, dtype=mean.dtype)
-            z = mean + torch.exp(0.5 * logvar) * eps  # (m, b, latent)
-            params = self.decode(z.reshape(m * b, -1))
-            xr = x.unsqueeze(0).expand(m, *x.shape).reshape(m * b, *x.shape[1:])
-            log_px = self.likelihood.log_prob(params, xr).view(m, b)
-            log_w = log_px + log_std_normal(z) - log_normal(z, mean, logvar)  # (m, b)
-            total = torch.logaddexp(total, torch.logsumexp(log_w, 0))
+            z = (mean + torch.exp(0.5 * logvar) * eps).transpose(0, 1).contiguous()  # (b, m, latent)
+            params = self.decode(z.view(b * m, -1))  # each example's samples in consecutive rows
+            log_px = self.likelihood.log_prob_many(params.view(b, m, *params.shape[1:]), x)
+            log_w = log_px + log_std_normal(z) - log_normal(z, mean[:, None], logvar[:, None])  # (b, m)
+            total = torch.logaddexp(total, torch.logsumexp(log_w, 1))
             done += m
         return total - math.log(k)
 
