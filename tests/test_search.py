@@ -158,6 +158,18 @@ def test_pruned_trial_stops_training_after_the_epoch_it_was_pruned(tmp_path):
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: _metrics(run.path)[0]["val_loss"]}
 
 
+def test_diverging_trial_is_stopped_with_its_reason_and_the_worker_goes_on(tmp_path):
+    # Adam at lr 1e12 sends the weights to inf within a few steps: such a trial's loss becomes nan.
+    space = _space(tmp_path, {"train.lr": {"type": "categorical", "choices": [1e12, 1e-3]},
+                              "model.latent_dim": {"type": "int", "low": 2, "high": 4}})
+    study = run_search(space, trials=6, workers=1, out=tmp_path / "s")  # the seeded draws hold both rates
+    states = {t.number: (t.state.name, t.params["train.lr"]) for t in study.trials}
+    assert len(states) == 6 and {s for s, _ in states.values()} == {"PRUNED", "COMPLETE"}  # the worker went on
+    assert all((state == "PRUNED") == (lr > 1) for state, lr in states.values())
+    rows = json.loads((search_report(tmp_path / "s").parent / "search.json").read_text())["trials"]
+    assert all(("loss became" in (r["note"] or "")) == (r["state"] == "PRUNED") for r in rows)
+
+
 def assert_shared_study(study, out: Path, n: int) -> None:
     """N finished trials, numbered 0..N-1, each run once (one run directory, its own parameters),
     by two worker processes."""

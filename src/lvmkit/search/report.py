@@ -65,7 +65,8 @@ def search_report(path: str | Path) -> Path:
         values = space.values(t.params) if done_sampling else dict(t.params)  # failed before sampling
         rows.append({"number": t.number, "state": t.state.name, "value": _finite(t.value) if t.value is not None else None,
                      "params": values, "ranked": space.summaries(values) if done_sampling else {},
-                     "run_dir": t.user_attrs.get("run_dir")})
+                     "run_dir": t.user_attrs.get("run_dir"),
+                     "note": t.user_attrs.get("stopped_because") or t.user_attrs.get("failed_because")})
     rows.sort(key=lambda r: (r["state"] != "COMPLETE" or r["value"] is None, sign * (r["value"] or 0.0), r["number"]))
     done = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
     if not done:
@@ -126,9 +127,9 @@ def _html(summary: dict[str, Any], names: list[str]) -> str:
         return "" if v is None else f"{v:.4g}" if isinstance(v, float) else e(str(v))
 
     split = summary["objective_split"]
-    head = "".join(f"<th>{e(n)}</th>" for n in ["#", f"{summary['objective']} ({split})", "state", *names, "run"])
+    head = "".join(f"<th>{e(n)}</th>" for n in ["#", f"{summary['objective']} ({split})", "state", *names, "run", "note"])
     body = "\n".join(
-        "<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in [r["number"], r["value"], r["state"], *(r["params"].get(n) for n in names), r["run_dir"]]) + "</tr>"
+        "<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in [r["number"], r["value"], r["state"], *(r["params"].get(n) for n in names), r["run_dir"], r.get("note")]) + "</tr>"
         for r in summary["trials"])
     corr = "\n".join(f"<tr><td>{e(n)}</td><td>{fmt(c['rho'])}</td><td>{fmt(c['pvalue'])}</td><td>{c['n']}</td></tr>"
                      for n, c in summary["spearman"].items())

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lvmkit.core.config import make_config
-from lvmkit.core.errors import ConfigError, DataError, LvmkitError
+from lvmkit.core.errors import ConfigError, DataError, LvmkitError, TrainingDiverged
 from lvmkit.search.objectives import Objective, make_objective
 from lvmkit.search.space import SAMPLERS, SearchSpace, load_space
 
@@ -145,7 +145,15 @@ def _objective(space: SearchSpace, out: Path, progress: bool):
         if run_dir.exists():  # a number reused after a storage reset: the old files are stale
             shutil.rmtree(run_dir)
         cb = _Report(trial, space.metric, space.prune)
-        run = train(cfg, run_dir, progress=False, callbacks=[cb])
+        try:
+            run = train(cfg, run_dir, progress=False, callbacks=[cb])
+        except TrainingDiverged as err:
+            # A sampled point may diverge (the thesis's searches hit learning rates up to 0.1): the
+            # trial ends as stopped early, with the reason, and the worker goes on with the next.
+            trial.set_user_attr("stopped_because", str(err))
+            if progress:
+                print(f"trial {trial.number}: diverged, counted as stopped  ({run_dir})", file=sys.stderr)
+            raise optuna.TrialPruned(str(err)) from None
         if cb.pruned:
             if progress:
                 print(f"trial {trial.number}: pruned  ({run_dir})", file=sys.stderr)
