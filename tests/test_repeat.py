@@ -57,6 +57,19 @@ def test_repeat_summarises_every_seed(tmp_path):
     assert again["objective"]["test"]["values"] == res["objective"]["test"]["values"]
 
 
+def test_parallel_workers_give_the_same_summary(tmp_path, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)  # one thread per worker, as the suite's own (same arithmetic)
+    kw = dict(seeds=2, objective="probe_f1", objective_class=3, objective_labels=5)
+    one = lvmkit.repeat(lvmkit.make_config(CONFIG), out=tmp_path / "one", **kw)
+    two = lvmkit.repeat(lvmkit.make_config(CONFIG), out=tmp_path / "two", workers=2, **kw)
+    assert two["seeds"] == [5, 6]
+    for split in ("validation", "test"):
+        assert two["objective"][split]["values"] == one["objective"][split]["values"]
+    assert two["metrics"]["test_loss"] == one["metrics"]["test_loss"]
+    with pytest.raises(lvmkit.LvmkitError, match="workers must be a positive number of processes, got 0"):
+        lvmkit.repeat(lvmkit.make_config(CONFIG), out=tmp_path / "zero", workers=0, **kw)
+
+
 def test_cli_repeat_and_its_errors(capsys, tmp_path):
     path = tmp_path / "vae.toml"
     path.write_text(_toml.dumps(CONFIG))

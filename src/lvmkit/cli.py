@@ -373,6 +373,7 @@ def repeat(
     objective_class: Annotated[Optional[str], typer.Option(help="probe_f1: the label or class name whose f1 is scored.")] = None,
     objective_labels: Annotated[Optional[int], typer.Option(help="probe_f1: labelled training examples per class (default 100).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress.")] = False,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Local processes training seeds in parallel (threads split between them).")] = 1,
 ) -> None:
     """Retrain one configuration with several seeds: mean +- std of every metric on validation and test, per-class
     precision/recall/f1 (thesis Table 4.4); prints OUT/repeat.html."""
@@ -382,7 +383,7 @@ def repeat(
     if objective_class is not None and objective_class.lstrip("-").isdigit():
         target = int(objective_class)
     res = _repeat(config, seeds, out, overrides=set_, objective=objective, objective_class=target,
-                  objective_labels=objective_labels, progress=not quiet)
+                  objective_labels=objective_labels, progress=not quiet, workers=workers)
     obj = res["objective"]
 
     def pm(st: dict) -> str:

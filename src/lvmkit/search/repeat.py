@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lvmkit.core.config import ExperimentConfig, load_config
+from lvmkit.core.config import ExperimentConfig, load_config, make_config
 from lvmkit.core.errors import LvmkitError
 from lvmkit.search.objectives import SPLITS, make_objective
 
@@ -48,6 +49,15 @@ def _train_or_continue(cfg: ExperimentConfig, path: Path, progress: bool):
     if Run.open(path).config.to_dict() != cfg.to_dict():
         raise LvmkitError(f"{str(path)!r} holds a run of another configuration; choose another --out or remove it.")
     return resume(path, progress=progress)
+
+
+def _train_in_worker(args: tuple[dict, str, bool, int]) -> None:
+    """One seed trained in a worker process (``repeat(workers=W)``), with ``threads`` torch threads."""
+    import torch
+
+    doc, path, progress, threads = args
+    torch.set_num_threads(threads)
+    _train_or_continue(make_config(doc), Path(path), progress)
 
 
 def _measure(run, metric, thesis: bool) -> dict[str, Any]:
@@ -77,7 +87,8 @@ def _measure(run, metric, thesis: bool) -> dict[str, Any]:
 
 def repeat(config: ExperimentConfig | str | Path, seeds: int = 10, out: str | Path | None = None, *,
            overrides: list[str] | None = None, objective: str = "val_loss", objective_class: int | str | None = None,
-           objective_labels: int | None = None, objective_repeats: int | None = None, progress: bool = False) -> dict:
+           objective_labels: int | None = None, objective_repeats: int | None = None, progress: bool = False,
+           workers: int = 1) -> dict:
     """Train ``config`` with seeds ``train.seed`` .. ``train.seed + seeds - 1`` and summarise.
 
     For every run: the objective (as ``lvmkit search`` computes it, see
@@ -95,6 +106,8 @@ def repeat(config: ExperimentConfig | str | Path, seeds: int = 10, out: str | Pa
         overrides: ``key=value`` strings applied to a config file.
         objective, objective_class, objective_labels, objective_repeats: as ``[search]`` keys.
         progress: per-epoch lines on stderr.
+        workers: local processes training seeds in parallel (each with ``cpu_count // workers``
+            torch threads); measuring follows in this process. The numbers do not depend on it.
 
     Returns:
         The summary written to repeat.json.
@@ -109,6 +122,8 @@ def repeat(config: ExperimentConfig | str | Path, seeds: int = 10, out: str | Pa
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise LvmkitError(f"seeds must be a positive number of runs, got {seeds!r}.")
+    if workers < 1:
+        raise LvmkitError(f"workers must be a positive number of processes, got {workers}.")
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config, list(overrides or []))
     options = {"objective_class": objective_class, "objective_labels": objective_labels, "objective_repeats": objective_repeats}
     metric = make_objective(objective, options)
@@ -118,10 +133,20 @@ def repeat(config: ExperimentConfig | str | Path, seeds: int = 10, out: str | Pa
     out = Path(out) if out is not None else Path("repeats") / f"{cfg.model.kind}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
 
-    per_run = []
+    configs = []
     for i in range(seeds):
         c = cfg.model_copy(deep=True)
         c.train.seed = cfg.train.seed + i
+        configs.append(c)
+    if workers > 1 and seeds > 1:  # train in parallel; the loop below then finds every run finished
+        import multiprocessing as mp
+
+        threads = max(1, (os.cpu_count() or 1) // min(workers, seeds))
+        with mp.get_context("spawn").Pool(min(workers, seeds)) as pool:
+            pool.map(_train_in_worker, [(c.to_dict(), str(out / f"seed-{c.train.seed}"), progress, threads)
+                                        for c in configs], chunksize=1)
+    per_run = []
+    for c in configs:
         run = _train_or_continue(c, out / f"seed-{c.train.seed}", progress)
         per_run.append({"seed": c.train.seed, "run": str(run.path), **_measure(run, metric, thesis)})
         if progress:
