@@ -299,3 +299,12 @@ def test_shipped_search_spaces_validate():
     convae = spaces["attpc_convae.toml"]  # Table 4.1: 3-6 layers, selected on the validation proton f1
     assert convae.params["conv"].count.low == 3 and convae.params["conv"].count.high == 6
     assert (convae.metric.target, convae.metric.split, convae.direction) == ("proton", "validation", "maximize")
+
+
+def test_top_trials_figure_scales_curves_that_share_no_scale():
+    from lvmkit.search.report import _incomparable, _unit_range
+
+    assert not _incomparable([[300.0, 250.0], [310.0, 240.0]])  # one loss, one scale: drawn as they are
+    assert _incomparable([[300.0, 250.0], [-1.0e4, -2.0e4]])    # a Gaussian NLL below zero beside a Bernoulli one
+    assert _incomparable([[3000.0, 2500.0], [30.0, 20.0]])      # last values a factor 125 apart
+    assert _unit_range([-1.0e4, -2.0e4, -1.5e4]) == [1.0, 0.0, 0.5]

@@ -100,6 +100,18 @@ def search_report(path: str | Path) -> Path:
     return out / "search.html"
 
 
+def _incomparable(curves: list[list[float]]) -> bool:
+    """Curves of mixed sign, or whose last values differ by more than a factor of 10."""
+    last = [abs(ys[-1]) for ys in curves]
+    mixed_sign = min(y for ys in curves for y in ys) < 0 < max(y for ys in curves for y in ys)
+    return mixed_sign or (min(last) > 0 and max(last) / min(last) > 10) or (min(last) == 0 < max(last))
+
+
+def _unit_range(ys: list[float]) -> list[float]:
+    lo, hi = min(ys), max(ys)
+    return [(y - lo) / (hi - lo) if hi > lo else 0.0 for y in ys]
+
+
 def _top_trials_figure(best: list[dict], objective: str, out: Path) -> str | None:
     """DIR/top_trials.png: the validation loss per epoch of the best trials, coloured by the
     objective (Figure 4.5); None when no run logged one."""
@@ -114,7 +126,13 @@ def _top_trials_figure(best: list[dict], objective: str, out: Path) -> str | Non
                 curves.append((r["number"], r["value"], ys))
     if not curves:
         return None
-    fig = figures.top_trials(curves, "validation loss", objective)
+    label = "validation loss"
+    if _incomparable([ys for _, _, ys in curves]):
+        # Trials with different reconstruction losses (a Gaussian NLL may be negative, a Bernoulli
+        # one is not) share no scale: show each curve's course between its own extremes.
+        curves = [(n, v, _unit_range(ys)) for n, v, ys in curves]
+        label = "validation loss, each trial scaled to [0, 1]"
+    fig = figures.top_trials(curves, label, objective)
     fig.savefig(out / "top_trials.png", dpi=110)
     figures.plt.close(fig)
     return "top_trials.png"
