@@ -57,8 +57,7 @@ class Bernoulli(Likelihood):
     # log p = sum(x l - softplus(l)): three passes over the logits, where binary cross-entropy
     # with logits takes about six.
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
-        logits = params.flatten(1)
-        return (x.clamp(0.0, 1.0).flatten(1) * logits).sum(1) - F.softplus(logits).sum(1)
+        return self.log_prob_many(params.unsqueeze(1), x)[:, 0]
 
     def log_prob_many(self, params: Tensor, x: Tensor) -> Tensor:
         logits = params.flatten(2)  # (b, m, D); x . l for each sample is one batched product

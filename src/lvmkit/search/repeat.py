@@ -119,6 +119,7 @@ def repeat(config: ExperimentConfig | str | Path, seeds: int = 10, out: str | Pa
     """
     from lvmkit.data import load_data
     from lvmkit.core.contract import Encoder, isinstance_family
+    from lvmkit.core.run import Run
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise LvmkitError(f"seeds must be a positive number of runs, got {seeds!r}.")
@@ -138,7 +139,8 @@ def repeat(config: ExperimentConfig | str | Path, seeds: int = 10, out: str | Pa
         c = cfg.model_copy(deep=True)
         c.train.seed = cfg.train.seed + i
         configs.append(c)
-    if workers > 1 and seeds > 1:  # train in parallel; the loop below then finds every run finished
+    parallel = workers > 1 and seeds > 1
+    if parallel:  # train in parallel; the loop below then only measures
         import multiprocessing as mp
 
         threads = max(1, (os.cpu_count() or 1) // min(workers, seeds))
@@ -147,7 +149,8 @@ def repeat(config: ExperimentConfig | str | Path, seeds: int = 10, out: str | Pa
                                         for c in configs], chunksize=1)
     per_run = []
     for c in configs:
-        run = _train_or_continue(c, out / f"seed-{c.train.seed}", progress)
+        path = out / f"seed-{c.train.seed}"
+        run = Run.open(path) if parallel else _train_or_continue(c, path, progress)
         per_run.append({"seed": c.train.seed, "run": str(run.path), **_measure(run, metric, thesis)})
         if progress:
             print(f"seed {c.train.seed}: {objective} validation {per_run[-1]['objective']['val']}, "

@@ -104,7 +104,7 @@ def _incomparable(curves: list[list[float]]) -> bool:
     """Curves of mixed sign, or whose last values differ by more than a factor of 10."""
     last = [abs(ys[-1]) for ys in curves]
     mixed_sign = min(y for ys in curves for y in ys) < 0 < max(y for ys in curves for y in ys)
-    return mixed_sign or (min(last) > 0 and max(last) / min(last) > 10) or (min(last) == 0 < max(last))
+    return mixed_sign or max(last) > 10 * min(last)
 
 
 def _unit_range(ys: list[float]) -> list[float]:

@@ -12,8 +12,9 @@ GRU equations, gate order r, z, n):
     h' = (1 - z) * n + z * h
 
 with the input projections of all steps in one matrix product, the gates of each step saved,
-and back-propagation through time written out: per step a few elementwise products and one
-(B, 3H) x (3H, H) product, and the weight gradients as one product over all steps at the end.
+and back-propagation through time written out: per step a few elementwise products, one
+(B, 3H) x (3H, H) product for the hidden state's gradient and rank-B updates of the weight
+gradients.
 On CUDA, :func:`gru_sequence` hands over to ``nn.GRU`` (cuDNN fuses the whole sequence).
 """
 from __future__ import annotations
