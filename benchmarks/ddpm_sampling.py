@@ -33,8 +33,8 @@ import torch
 
 import lvmkit
 from lvmkit.core.optim import Optimizers
-from lvmkit.models.ddpm import default_channels
-from lvmkit.models.samplers import DDIM, Ancestral
+from lvmkit.models.diffusion.ddpm import default_channels
+from lvmkit.models.diffusion.samplers import DDIM, Ancestral
 
 from _common import REPO, _version, machine_info, write_json
 

@@ -46,7 +46,7 @@ import torch
 import lvmkit
 from lvmkit.core.optim import Optimizers
 from lvmkit.data import read_idx
-from lvmkit.models.boltzmann import RBMEnergy, ais_log_z
+from lvmkit.models.energy.boltzmann import RBMEnergy, ais_log_z
 
 from _common import REPO, _version, machine_info, write_json
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lvmkit
-from lvmkit.models.dec import soft_assign, target_distribution
+from lvmkit.models.autoencoder.dec import soft_assign, target_distribution
 
 from conftest import tiny_config
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lvmkit.core.errors import ConfigError
-from lvmkit.models.denoisers import DENOISERS, MLPDenoiser, UNet, timestep_embedding
+from lvmkit.models.diffusion.denoisers import DENOISERS, MLPDenoiser, UNet, timestep_embedding
 
 
 def _perturb_last(net: nn.Module) -> None:

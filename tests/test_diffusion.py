@@ -10,8 +10,8 @@ import torch
 
 import lvmkit
 from lvmkit import ConfigError
-from lvmkit.models.diffusion import NOISE_SCHEDULES, GaussianDiffusion, discretized_gaussian_log_likelihood, normal_kl
-from lvmkit.models.samplers import DDIM, Ancestral, make_sampler
+from lvmkit.models.diffusion.process import NOISE_SCHEDULES, GaussianDiffusion, discretized_gaussian_log_likelihood, normal_kl
+from lvmkit.models.diffusion.samplers import DDIM, Ancestral, make_sampler
 
 from conftest import run_cli
 

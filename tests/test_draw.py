@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 import lvmkit
 from lvmkit import ConfigError
-from lvmkit.models.draw import Draw
-from lvmkit.models.draw_attention import filterbank, read_glimpse, write_patch
+from lvmkit.models.draw.draw import Draw
+from lvmkit.models.draw.attention import filterbank, read_glimpse, write_patch
 
 
 def _draw(shape=(1, 8, 8), **model) -> Draw:

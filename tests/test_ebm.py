@@ -13,8 +13,8 @@ from torch import nn
 import lvmkit
 from lvmkit import ConfigError
 from lvmkit.core.optim import Optimizers
-from lvmkit.models.ebm import EBM, EBMConfig, build_ebm
-from lvmkit.models.langevin import GRADIENT_SAMPLERS, Langevin
+from lvmkit.models.energy.ebm import EBM, EBMConfig, build_ebm
+from lvmkit.models.mcmc.langevin import GRADIENT_SAMPLERS, Langevin
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "lvmkit" / "configs"
 

@@ -15,7 +15,7 @@ from torch import nn
 import lvmkit
 from lvmkit.core.contract import FAMILIES, Generator
 from lvmkit.core.errors import ConfigError
-from lvmkit.models.gan import (GAN, GAN_LOSSES, GANConfig, build_gan, gradient_penalty, minimax_generator_loss,
+from lvmkit.models.gan.gan import (GAN, GAN_LOSSES, GANConfig, build_gan, gradient_penalty, minimax_generator_loss,
                                non_saturating_generator_loss)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "lvmkit" / "configs"

@@ -396,7 +396,7 @@ def test_single_sample_importance_weight_has_the_elbo_expectation():
 
 
 def test_fused_bernoulli_nll_matches_log_prob_and_its_gradient():
-    from lvmkit.models.likelihoods import Bernoulli
+    from lvmkit.models.parts.likelihoods import Bernoulli
 
     lik = Bernoulli()
     logits = torch.randn(6, 1, 4, 4, dtype=torch.float64, requires_grad=True)
@@ -412,7 +412,7 @@ def test_fused_bernoulli_nll_matches_log_prob_and_its_gradient():
 def test_log_prob_many_scores_each_example_against_each_of_its_parameter_sets(name):
     from torch.distributions import Bernoulli as TorchBernoulli
 
-    from lvmkit.models.likelihoods import LIKELIHOODS
+    from lvmkit.models.parts.likelihoods import LIKELIHOODS
 
     lik = LIKELIHOODS.get(name)()
     params = torch.randn(3, 5, 1, 2, 2, dtype=torch.float64)  # 5 parameter sets for each of 3 examples

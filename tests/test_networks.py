@@ -143,7 +143,7 @@ def test_unknown_activation_and_conv_keys_on_an_mlp_are_errors():
     with pytest.raises(ConfigError, match=r"model\.batch_norm applies to convolutional networks only.*"
                                           r"set model\.network = 'conv'"):
         _model_cfg(network="mlp", batch_norm=True)
-    from lvmkit.models.networks import activation
+    from lvmkit.models.parts.networks import activation
 
     with pytest.raises(ConfigError, match=r"Unknown activation 'swish'; choose one of: relu, tanh"):
         activation("swish")

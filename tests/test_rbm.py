@@ -10,8 +10,8 @@ from scipy import stats
 
 import lvmkit
 from lvmkit import ConfigError, LvmkitWarning
-from lvmkit.models.boltzmann import RBMEnergy, _states, ais_log_z, exact_log_z
-from lvmkit.models.mcmc import Gibbs, MetropolisHastings, make_chain_sampler
+from lvmkit.models.energy.boltzmann import RBMEnergy, _states, ais_log_z, exact_log_z
+from lvmkit.models.mcmc.chains import Gibbs, MetropolisHastings, make_chain_sampler
 
 from conftest import run_cli
 
@@ -138,7 +138,7 @@ def _surrogate_error(r, chains, data, exact, state=None):
 
 
 def test_cd_gradient_approaches_the_exact_gradient_as_k_grows():
-    from lvmkit.models.rbm import _Chains
+    from lvmkit.models.energy.rbm import _Chains
 
     r = _rbm(5, 4, scale=1.2, seed=5)
     data = torch.tensor([[1, 0, 1, 1, 0], [0, 1, 1, 0, 0], [1, 1, 0, 0, 1]], dtype=torch.float64).repeat(20_000, 1)
@@ -157,7 +157,7 @@ def test_cd_gradient_approaches_the_exact_gradient_as_k_grows():
 
 
 def test_persistent_chains_continue_from_their_stored_states():
-    from lvmkit.models.rbm import _Chains
+    from lvmkit.models.energy.rbm import _Chains
 
     r = _rbm(5, 4, scale=1.2, seed=5)
     data = torch.tensor([[1, 0, 1, 1, 0], [0, 1, 1, 0, 0], [1, 1, 0, 0, 1]], dtype=torch.float64).repeat(20_000, 1)

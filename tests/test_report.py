@@ -67,7 +67,7 @@ def test_report_renders_in_headless_chromium(trained_run, tmp_path):
 
 
 def test_sample_grids_of_either_storage_read_as_grey_levels():
-    from lvmkit.report import _grey
+    from lvmkit.report.page import _grey
 
     np.testing.assert_allclose(_grey(np.array([0, 51, 255], dtype=np.uint8)), [0.0, 0.2, 1.0])
     np.testing.assert_allclose(_grey(np.array([0.0, 0.2, 1.0], dtype=np.float32)), [0.0, 0.2, 1.0])

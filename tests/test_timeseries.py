@@ -327,7 +327,7 @@ def test_a_series_loss_does_not_depend_on_its_batch(case, spirals):
 
 
 def test_rnn_predicts_rows_before_the_first_observation_with_its_values(spirals):
-    from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels
+    from lvmkit.data.packing import HELD_OUT, OBSERVED, channels
 
     _, model = _model("rnn", spirals.shape)
     x = spirals.train.x[:6].clone()

@@ -202,7 +202,7 @@ def test_a_run_written_by_checkpoint_format_1_still_evaluates_and_resumes(tmp_pa
 
 
 def test_discriminator_collapse_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from lvmkit.models import gan
+    from lvmkit.models.gan import gan
 
     calls = {"n": 0}
     real_loss = gan.GAN.discriminator_loss

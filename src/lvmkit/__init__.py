@@ -10,30 +10,30 @@ The Python API mirrors the CLI::
     lvmkit.run_search("configs/search/digits_convae.toml", trials=3, out="searches/s")
     lvmkit.repeat("searches/s/best.toml", seeds=10, out="repeats/s")   # repeat.json, repeat.html
 """
-__version__ = "0.1.0"
+from lvmkit.core._version import __version__  # noqa: E402
 
 from lvmkit.core.checkpoint import load_checkpoint, save_checkpoint
 from lvmkit.core.config import (DataConfig, EvalConfig, ExperimentConfig, ModelConfig, OptimGroupConfig, Section, TrainConfig, apply_overrides,
                      load_config, make_config)
-from lvmkit.models.corruption import CORRUPTIONS
+from lvmkit.models.parts.corruption import CORRUPTIONS
 from lvmkit.data import SOURCES, Dataset, Split, load_data
-from lvmkit.models.distributions import kl_normal, kl_std_normal, log_normal, log_std_normal, logmeanexp, reparameterize
+from lvmkit.models.parts.distributions import kl_normal, kl_std_normal, log_normal, log_std_normal, logmeanexp, reparameterize
 from lvmkit.core.errors import CheckpointError, ConfigError, DataError, LvmkitError, LvmkitWarning, TrainingDiverged
 from lvmkit.analysis.evaluate import evaluate
-from lvmkit.models.kinds import MODEL_KINDS
-from lvmkit.models.likelihoods import LIKELIHOODS
-from lvmkit.models.mmd import KERNELS, mmd2_biased, mmd2_rbf_gaussians, mmd2_unbiased
+from lvmkit.core.kinds import MODEL_KINDS
+from lvmkit.models.parts.likelihoods import LIKELIHOODS
+from lvmkit.models.parts.mmd import KERNELS, mmd2_biased, mmd2_rbf_gaussians, mmd2_unbiased
 from lvmkit.core.contract import (CAPABILITIES, FAMILIES, AbstractModel, DensityModel, Encoder, Family, Forecaster, Generator,
                                   LossOutput, Reconstructor, capabilities)
 from lvmkit.core.optim import EMA, OPTIMIZERS, Optimizers
 from lvmkit.models import build_model
-from lvmkit.models.autoencoder import Autoencoder, AutoencoderConfig
-from lvmkit.models.gan import GAN, GAN_LOSSES, GANConfig, gradient_penalty
-from lvmkit.models.networks import NETWORKS
-from lvmkit.models.regularizers import REGULARIZERS
+from lvmkit.models.autoencoder.autoencoder import Autoencoder, AutoencoderConfig
+from lvmkit.models.gan.gan import GAN, GAN_LOSSES, GANConfig, gradient_penalty
+from lvmkit.models.parts.networks import NETWORKS
+from lvmkit.models.parts.regularizers import REGULARIZERS
 from lvmkit.core.registry import Registry
-from lvmkit.core.run import Run
-from lvmkit.core.train import Trainer, resume, train
+from lvmkit.runs.run import Run
+from lvmkit.training.train import Trainer, resume, train
 from lvmkit.analysis.sampling import sample
 from lvmkit.analysis.quality import frechet_distance, precision_recall, quality
 from lvmkit.analysis.compare import compare
@@ -42,7 +42,7 @@ from lvmkit.analysis.cluster import CLUSTERERS, cluster, cluster_metrics, hungar
 from lvmkit.analysis.latent import LatentEncoder
 from lvmkit.analysis.oneclass import one_class
 from lvmkit.analysis.probe import probe
-from lvmkit.models.ode import SOLVERS, ODESolver, SolverError
+from lvmkit.models.timeseries.ode import SOLVERS, ODESolver, SolverError
 # Subpackages that register data sources and model families when imported.
 from lvmkit.data import attpc  # noqa: E402  data.name = "attpc"
 from lvmkit.data import series as _series  # noqa: E402,F401  data.name = spirals/circle/cubic-spiral/series-csv

@@ -43,8 +43,8 @@ def train(
 ) -> None:
     """Train a model; prints the run directory."""
     from lvmkit.core.config import load_config
-    from lvmkit.core.train import resume as _resume
-    from lvmkit.core.train import train as _train
+    from lvmkit.training.train import resume as _resume
+    from lvmkit.training.train import train as _train
 
     if resume is not None:
         if config is not None or set_ or out is not None or overwrite:
@@ -55,7 +55,7 @@ def train(
         if overwrite:
             if out is None:
                 raise LvmkitError("--overwrite replaces the run in --out, but no --out was given; pass --out RUN_DIRECTORY.")
-            from lvmkit.core.run import clear_run_directory
+            from lvmkit.runs.run import clear_run_directory
 
             clear_run_directory(out)  # after the config is validated: a typo does not cost the old run
         run = _train(cfg, out, progress=not quiet, report=report)
@@ -406,9 +406,10 @@ def demo(
     and report) and the same VAE with 8 latent dimensions, whose codes are probed as features."""
     from lvmkit.core.config import load_config
     from lvmkit.analysis.evaluate import evaluate as _evaluate
-    from lvmkit.analysis.probe import describe, probe as _probe
+    from lvmkit.analysis.probe import probe as _probe
+    from lvmkit.report.summaries import describe_probe as describe
     from lvmkit.report import write_report
-    from lvmkit.core.train import train as _train
+    from lvmkit.training.train import train as _train
 
     cfg = load_config(bundled_config("vae_digits.toml"), set_)
     run = _train(cfg, out, progress=True)

@@ -20,7 +20,7 @@ from lvmkit.data import prepare_like
 from lvmkit.core.errors import DataError, LvmkitWarning
 from lvmkit.core.contract import AbstractModel, DensityModel, Encoder, EnergyModel, Reconstructor, require
 from lvmkit.core.registry import Registry
-from lvmkit.core.run import Run
+from lvmkit.runs.run import Run
 
 SCORES: Registry[Callable[[], "AnomalyScore"]] = Registry("anomaly score")
 

@@ -12,7 +12,7 @@ from sklearn.mixture import GaussianMixture
 
 from lvmkit.core.errors import DataError
 from lvmkit.core.registry import Registry
-from lvmkit.core.run import Run
+from lvmkit.runs.run import Run
 
 CLUSTERERS: Registry = Registry("clustering method")
 CLUSTERERS.register("kmeans")(lambda k, seed: KMeans(k, n_init=10, random_state=seed))

@@ -20,8 +20,8 @@ import torch
 
 from lvmkit.core.contract import DensityModel, Encoder, Generator, IterativeGenerator, capabilities
 from lvmkit.core.errors import ConfigError
-from lvmkit.core.run import Run
-from lvmkit.core.train import resolve_device
+from lvmkit.runs.run import Run
+from lvmkit.training.train import resolve_device
 
 _GRID = 16  # samples per run in the side-by-side grids
 _BATCH = 1000  # samples per call when timing, as lvmkit quality draws them

@@ -6,9 +6,9 @@ from pathlib import Path
 import torch
 
 from lvmkit.core.contract import Forecaster
-from lvmkit.core.run import Run
+from lvmkit.runs.run import Run
 from lvmkit.data import Split
-from lvmkit.core.train import mean_loss, resolve_device
+from lvmkit.training.train import mean_loss, resolve_device
 
 
 def evaluate(run: Run | str | Path, k: int | None = None, *, batch_size: int | None = None,

@@ -20,38 +20,10 @@ from torch import Tensor
 
 from lvmkit.core.errors import ConfigError, DataError
 from lvmkit.core.contract import Forecaster, require
-from lvmkit.core.run import Run
-from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels, feature_units, pack
+from lvmkit.runs.run import Run
+from lvmkit.data.packing import HELD_OUT, OBSERVED, channels, feature_units, pack, with_queries
+from lvmkit.models.timeseries.bands import predict_bands
 from lvmkit.data.series import read_long_csv
-
-
-def with_queries(x: Tensor, times: Tensor) -> Tensor:
-    """A packed batch with extra held-out rows (values 0) at ``times`` (B, G), merged into each
-    series in time order; padding stays last and keeps the largest time."""
-    x = x.reshape(x.shape[0], x.shape[-2], x.shape[-1])
-    d = (x.shape[-1] - 1) // 2
-    q = x.new_zeros(x.shape[0], times.shape[1], x.shape[-1])
-    q[..., 0] = times
-    q[..., 1 + d :] = HELD_OUT
-    both = torch.cat([x, q], dim=1)
-    t, _, c = channels(both)
-    pad = (c == 0).all(-1)
-    order = torch.argsort(torch.where(pad, torch.full_like(t, float("inf")), t), dim=1, stable=True)
-    out = both.gather(1, order[..., None].expand_as(both))
-    pad = pad.gather(1, order)
-    top = torch.where(pad, torch.full_like(t, -float("inf")), out[..., 0]).amax(1, keepdim=True)
-    out[..., 0] = torch.where(pad, top, out[..., 0])
-    return out
-
-
-def predict_bands(model, x: Tensor, samples: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
-    """Mean, 5% and 95% quantiles (B, T, D) of the model's predictions at every row of x."""
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    draws = model.predict(x, samples=samples, generator=g)  # (S, B, T, D)
-    if draws.shape[0] == 1:
-        return draws[0], draws[0], draws[0]
-    q = torch.quantile(draws, torch.tensor([0.05, 0.95], dtype=draws.dtype, device=draws.device), dim=0)
-    return draws.mean(0), q[0], q[1]
 
 
 def forecast(run: Run | str | Path, input_path: str | Path, until: float, *, out: str | Path | None = None,
@@ -126,4 +98,4 @@ def forecast(run: Run | str | Path, input_path: str | Path, until: float, *, out
     return {"csv": str(out), "figure": str(png), "series": len(ids), "rows": n_rows, "until": until}
 
 
-__all__ = ["forecast", "predict_bands", "with_queries"]
+__all__ = ["forecast"]

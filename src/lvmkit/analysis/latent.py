@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from lvmkit.core.errors import DataError
 from lvmkit.core.contract import Encoder, require
-from lvmkit.core.run import Run
+from lvmkit.runs.run import Run
 
 
 class LatentEncoder(TransformerMixin, BaseEstimator):

@@ -11,7 +11,7 @@ from lvmkit.analysis.anomaly import anomaly
 from lvmkit.core.config import ExperimentConfig
 from lvmkit.data import load_data
 from lvmkit.core.errors import DataError
-from lvmkit.core.train import train
+from lvmkit.training.train import train
 
 
 def one_class(config: ExperimentConfig, normal_class: int | str, out: str | Path, *, score: str = "recon",

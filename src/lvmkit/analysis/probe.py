@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lvmkit.core.errors import DataError
-from lvmkit.core.run import Run
+from lvmkit.runs.run import Run
 
 
 def stratified_draw(y: np.ndarray, n_per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -72,23 +72,6 @@ def run_probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray], y_train
             scores = [probe_scores(train[name][d], y_train[d], test[name], y_test) for d in draws]
             results[name][str(n)] = _summarise(scores)
     return results
-
-
-def describe(out: dict) -> str:
-    """One sentence on what a probe's numbers mean: the codes against PCA of equal width (the
-    gap is what the nonlinear encoder adds) and against the raw inputs (what a linear classifier
-    gets from every input value), at each budget probed."""
-    res, widths, budgets = out["results"], out.get("widths", {}), out["labels"]
-
-    def f1(name: str) -> str:
-        return "/".join(f"{res[name][str(n)]['macro_f1']['mean']:.2f}" for n in budgets)
-
-    text = (f"Macro F1 of a linear probe at {'/'.join(map(str, budgets))} labels per class: "
-            f"the model's {widths.get('latent', '?')}-number codes {f1('latent')}")
-    if "pca" in res:
-        text += (f", PCA of the same width {f1('pca')} (the gap is what the nonlinear encoder adds), "
-                 f"the {widths.get('raw', '?')} raw inputs {f1('raw')} (what a linear classifier gets from everything)")
-    return text + "."
 
 
 def probe(run: Run | str | Path, labels: list[int] = (10, 100, 1000), repeats: int = 5, *, seed: int = 0,

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from lvmkit.core.checkpoint import load_checkpoint, save_checkpoint
 from lvmkit.core.errors import CheckpointError, ConfigError, DataError
-from lvmkit.core.run import Run
+from lvmkit.runs.run import Run
 from lvmkit.data import Split, batches, load_data
 
 #: Names the classifier's architecture (:class:`FeatureNet`) and training protocol (Adam 1e-3,

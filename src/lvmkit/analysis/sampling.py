@@ -9,7 +9,7 @@ import torch
 
 from lvmkit.core.errors import ConfigError
 from lvmkit.core.contract import Forecaster, Generator, IterativeGenerator, require
-from lvmkit.core.run import Run
+from lvmkit.runs.run import Run
 
 
 def ema_choice(weights: str | None) -> bool | None:

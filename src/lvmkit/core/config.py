@@ -86,14 +86,14 @@ class ModelConfig(_Section):
     registers it with :class:`lvmkit.core.contract.Family`. ``[model]`` is validated against the
     config of the family its ``kind`` resolves to, so a key that family does not use is an error
     listing the keys it does use. Fields a family leaves ``None`` are filled from the preset
-    named by ``kind`` (:data:`lvmkit.models.kinds.MODEL_KINDS`)."""
+    named by ``kind`` (:data:`lvmkit.core.kinds.MODEL_KINDS`)."""
 
     kind: str = "vae"
     family: Optional[str] = None
 
     @model_validator(mode="after")
     def _fill_from_kind(self) -> "ModelConfig":
-        from lvmkit.models.kinds import FALLBACKS, MODEL_KINDS
+        from lvmkit.core.kinds import FALLBACKS, MODEL_KINDS
 
         preset = MODEL_KINDS.get(self.kind)
         for key in type(self).model_fields:
@@ -177,10 +177,10 @@ class EvalConfig(_Section):
 
 
 def _family_config(doc: dict[str, Any]) -> type[ModelConfig]:
-    """The config class of the family that ``[model]`` (a dict) describes."""
-    import lvmkit.models  # noqa: F401  (registers every family and kind)
+    """The config class of the family that ``[model]`` (a dict) describes. Families register
+    their configs and kinds when :mod:`lvmkit.models` is imported (``import lvmkit`` does)."""
     from lvmkit.core.contract import FAMILIES
-    from lvmkit.models.kinds import MODEL_KINDS
+    from lvmkit.core.kinds import MODEL_KINDS
 
     kind = doc.get("kind", ModelConfig.model_fields["kind"].default)
     if not isinstance(kind, str):

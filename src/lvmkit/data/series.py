@@ -19,7 +19,7 @@ from lvmkit.core.config import DataConfig
 from lvmkit.data import SOURCES, RawData
 from lvmkit.core.errors import ConfigError, DataError
 from lvmkit.data.scaling import SCALERS, Scaler
-from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, pack
+from lvmkit.data.packing import HELD_OUT, OBSERVED, pack
 
 
 def _unscaled(cfg: DataConfig) -> None:

@@ -1,14 +1,14 @@
-"""Model families and the parts they share. Importing this package registers every family
-(:data:`lvmkit.core.contract.FAMILIES`) and kind (:data:`lvmkit.models.kinds.MODEL_KINDS`)."""
+"""Model families, a folder each, and the parts they share (:mod:`.parts`, :mod:`.mcmc`).
+Importing this package registers every family with :data:`lvmkit.core.contract.FAMILIES` and
+its kinds with :data:`lvmkit.core.kinds.MODEL_KINDS`; a family never imports another family."""
 from __future__ import annotations
 
 from lvmkit.core.contract import FAMILIES, AbstractModel
 from lvmkit.models import autoencoder  # noqa: F401  ae, dae, vae, beta-vae, infovae, dec
 from lvmkit.models import timeseries  # noqa: F401  latent-ode, rnn, neural-ode
 from lvmkit.models import gan  # noqa: F401  gan
-from lvmkit.models import ddpm  # noqa: F401  ddpm
-from lvmkit.models import ebm  # noqa: F401  ebm
-from lvmkit.models import rbm  # noqa: F401  rbm, dbn
+from lvmkit.models import diffusion  # noqa: F401  ddpm
+from lvmkit.models import energy  # noqa: F401  rbm, dbn, ebm
 from lvmkit.models import draw  # noqa: F401  draw
 
 

@@ -10,7 +10,8 @@ from typing import Callable
 
 import numpy as np
 
-from lvmkit.report import _CSS, figures
+from lvmkit.report import figures
+from lvmkit.report.page import _CSS
 
 
 def _png(samples: np.ndarray) -> bytes | None:

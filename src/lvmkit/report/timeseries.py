@@ -1,4 +1,4 @@
-"""Report sections of the time-series families, appended to :data:`lvmkit.report.SECTIONS`:
+"""Report sections of the time-series families, appended to :data:`lvmkit.report.page.SECTIONS`:
 trajectories with observations, posterior mean and band (in the data's units); latent trajectories coloured by
 label (seed report fig. 21c); function evaluations per iteration. Each returns None for
 other families."""
@@ -13,10 +13,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from lvmkit import report as _report  # noqa: E402
-from lvmkit.analysis.forecast import predict_bands, with_queries  # noqa: E402
+from lvmkit.report import page as _report  # noqa: E402
 from lvmkit.core.contract import Encoder, Forecaster  # noqa: E402
-from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels, feature_units  # noqa: E402
+from lvmkit.data.packing import HELD_OUT, OBSERVED, channels, feature_units, with_queries  # noqa: E402
+from lvmkit.models.timeseries.bands import predict_bands  # noqa: E402
 
 _SHOWN = 6
 

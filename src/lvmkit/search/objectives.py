@@ -92,7 +92,7 @@ class RecordMetric(Objective):
     def measure(self, run, split):
         import torch
 
-        from lvmkit.core.train import mean_loss
+        from lvmkit.training.train import mean_loss
 
         prefix, _, term = self.name.partition("_")
         if prefix not in ("train", "val") or not term:

@@ -41,8 +41,8 @@ def _stats(values: list[float | None]) -> dict[str, Any]:
 def _train_or_continue(cfg: ExperimentConfig, path: Path, progress: bool):
     """Train the seed's run, or continue it when DIR already holds it with the same config (a
     repeat that was killed picks up where it stopped)."""
-    from lvmkit.core.run import Run
-    from lvmkit.core.train import resume, train
+    from lvmkit.runs.run import Run
+    from lvmkit.training.train import resume, train
 
     if not (path / "config.toml").is_file():
         return train(cfg, path, progress=progress)
@@ -65,7 +65,7 @@ def _measure(run, metric, thesis: bool) -> dict[str, Any]:
     the selected checkpoint on both, training length, and the thesis protocol's per-class rows."""
     import torch
 
-    from lvmkit.core.train import mean_loss
+    from lvmkit.training.train import mean_loss
 
     data = run.data()
     model = run.load_model("best")
@@ -119,7 +119,7 @@ def repeat(config: ExperimentConfig | str | Path, seeds: int = 10, out: str | Pa
     """
     from lvmkit.data import load_data
     from lvmkit.core.contract import Encoder, isinstance_family
-    from lvmkit.core.run import Run
+    from lvmkit.runs.run import Run
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise LvmkitError(f"seeds must be a positive number of runs, got {seeds!r}.")

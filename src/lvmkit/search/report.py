@@ -115,7 +115,7 @@ def _unit_range(ys: list[float]) -> list[float]:
 def _top_trials_figure(best: list[dict], objective: str, out: Path) -> str | None:
     """DIR/top_trials.png: the validation loss per epoch of the best trials, coloured by the
     objective (Figure 4.5); None when no run logged one."""
-    from lvmkit.core.run import Run
+    from lvmkit.runs.run import Run
     from lvmkit.report import figures
 
     curves = []

@@ -133,7 +133,7 @@ class _Report:
 
 
 def _objective(space: SearchSpace, out: Path, progress: bool):
-    from lvmkit.core.train import train
+    from lvmkit.training.train import train
 
     def run_trial(trial) -> float:
         optuna = _optuna()

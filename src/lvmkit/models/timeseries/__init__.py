@@ -39,7 +39,7 @@ grid with its own step sizes (:class:`lvmkit.ode.ODESolver`), and every loss ter
 computed per series before the batch mean.
 """
 from lvmkit.models.timeseries.config import LatentODEConfig, NeuralODEConfig, RNNConfig
-from lvmkit.models.timeseries.packing import ABSENT, HELD_OUT, OBSERVED, channels, compact, feature_units, pack, series_shape, unpack
+from lvmkit.data.packing import ABSENT, HELD_OUT, OBSERVED, channels, compact, feature_units, pack, series_shape, unpack
 from lvmkit.models.timeseries.parts import RECOGNITIONS, VECTOR_FIELDS, GRURecognition, HeldOutErrors, LinearField, MLPField, ODERNNRecognition, SumField
 from lvmkit.models.timeseries.latent_ode import LatentODE, build_latent_ode
 from lvmkit.models.timeseries.rnn import GRUForecaster, build_rnn

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from lvmkit.core.config import ModelConfig
-from lvmkit.models.kinds import MODEL_KINDS
+from lvmkit.core.kinds import MODEL_KINDS
 
 
 class RNNConfig(ModelConfig):
@@ -24,7 +24,7 @@ class RNNConfig(ModelConfig):
 
 class NeuralODEConfig(ModelConfig):
     """Neural ODE regression: a vector field (``vector_field``, ``ode_hidden``) in data space and
-    the ODE solver's settings (:mod:`lvmkit.models.ode`)."""
+    the ODE solver's settings (:mod:`lvmkit.models.timeseries.ode`)."""
 
     kind: str = "neural-ode"
     activation: Literal["relu", "tanh", "elu", "gelu"] = "relu"

@@ -18,11 +18,11 @@ from torch import Tensor, nn
 
 from lvmkit.core.contract import FAMILIES, AbstractModel, Encoder, Family, Forecaster, LossOutput
 from lvmkit.models.timeseries.config import TINY_SERIES, LatentODEConfig
-from lvmkit.models.distributions import kl_std_normal, reparameterize
-from lvmkit.models.likelihoods import Likelihood
-from lvmkit.models.ode import ODESolver
-from lvmkit.models.regularizers import KLRegularizer
-from lvmkit.models.timeseries.packing import channels, series_shape
+from lvmkit.models.parts.distributions import kl_std_normal, reparameterize
+from lvmkit.models.parts.likelihoods import Likelihood
+from lvmkit.models.timeseries.ode import ODESolver
+from lvmkit.models.parts.regularizers import KLRegularizer
+from lvmkit.data.packing import channels, series_shape
 from lvmkit.models.timeseries.parts import (RECOGNITIONS, SCALE_CHECK_SERIES, VECTOR_FIELDS, gaussian_likelihood,
                                            held_out_scores, masked_log_lik, mlp, observed_rows, warn_if_unscaled)
 

@@ -16,9 +16,9 @@ from torch import Tensor, nn
 from lvmkit.core.contract import FAMILIES, AbstractModel, Family, Forecaster, LossOutput
 from lvmkit.models.timeseries.config import TINY_SERIES, NeuralODEConfig
 from lvmkit.core.errors import DataError
-from lvmkit.models.likelihoods import Likelihood
-from lvmkit.models.ode import ODESolver
-from lvmkit.models.timeseries.packing import channels, series_shape
+from lvmkit.models.parts.likelihoods import Likelihood
+from lvmkit.models.timeseries.ode import ODESolver
+from lvmkit.data.packing import channels, series_shape
 from lvmkit.models.timeseries.parts import (SCALE_CHECK_SERIES, VECTOR_FIELDS, gaussian_likelihood, held_out_scores,
                                            masked_log_lik, observed_rows, warn_if_unscaled)
 

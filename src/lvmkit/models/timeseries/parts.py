@@ -11,13 +11,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lvmkit.models.distributions import log_normal
+from lvmkit.models.parts.distributions import log_normal
 from lvmkit.core.errors import ConfigError, LvmkitWarning
-from lvmkit.models.likelihoods import LIKELIHOODS, Likelihood
-from lvmkit.models.networks import _dense_stack
-from lvmkit.models.ode import ODESolver
+from lvmkit.models.parts.likelihoods import LIKELIHOODS, Likelihood
+from lvmkit.models.parts.networks import _dense_stack
+from lvmkit.models.timeseries.ode import ODESolver
 from lvmkit.core.registry import Registry
-from lvmkit.models.timeseries.packing import HELD_OUT, OBSERVED, channels, compact, feature_units
+from lvmkit.data.packing import HELD_OUT, OBSERVED, channels, compact, feature_units
 from lvmkit.models.timeseries.gru import gru_sequence
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from lvmkit.core.contract import FAMILIES, AbstractModel, Family, Forecaster, LossOutput
 from lvmkit.models.timeseries.config import TINY_SERIES, RNNConfig
-from lvmkit.models.likelihoods import Likelihood
-from lvmkit.models.timeseries.packing import OBSERVED, channels, series_shape
+from lvmkit.models.parts.likelihoods import Likelihood
+from lvmkit.data.packing import OBSERVED, channels, series_shape
 from lvmkit.models.timeseries.gru import gru_sequence
 from lvmkit.models.timeseries.parts import (SCALE_CHECK_SERIES, gaussian_likelihood, held_out_scores, masked_log_lik,
                                            mlp, observed_rows, time_gaps, warn_if_unscaled)

@@ -1,12 +1,12 @@
 """DRAW (Gregor et al. 2015, "DRAW: A Recurrent Neural Network For Image Generation"): a
 recurrent VAE that builds its output on a canvas over T steps, reading the image (optionally
 through attention) with an encoder LSTM and writing with a decoder LSTM. Its typed config and
-kind live here; the read/write operators are in :mod:`lvmkit.models.draw_attention` (none,
-attention) and :mod:`lvmkit.models.draw_conv` (conv).
+kind live here; the read/write operators are in :mod:`lvmkit.models.draw.attention` (none,
+attention) and :mod:`lvmkit.models.draw.conv` (conv).
 
 Unlike the thesis code this family was ported from, the read sees the error image x - sigma(c)
 (not x twice), the sampled z_t reaches the decoder, the per-step KL is the analytic Gaussian KL
-(2 log sigma, through :class:`~lvmkit.models.regularizers.KLRegularizer`), and the posterior
+(2 log sigma, through :class:`~lvmkit.models.parts.regularizers.KLRegularizer`), and the posterior
 scale is not clipped to >= 1.
 """
 from __future__ import annotations
@@ -23,13 +23,13 @@ from lvmkit.core.config import ModelConfig
 from lvmkit.core.contract import (FAMILIES, AbstractModel, DensityModel, Encoder, Family, Generator, LossOutput,
                                   Reconstructor)
 from lvmkit.core.errors import ConfigError
-from lvmkit.models.distributions import kl_std_normal, log_normal, log_std_normal, reparameterize
-from lvmkit.models import draw_conv  # noqa: F401  (registers the conv read and write)
-from lvmkit.models.draw_attention import READERS, WRITERS
-from lvmkit.models.kinds import MODEL_KINDS
-from lvmkit.models.likelihoods import LIKELIHOODS, Likelihood
-from lvmkit.models.regularizers import REGULARIZERS, Regularizer
-from lvmkit.models.evaluation import reconstruction_and_likelihood
+from lvmkit.models.parts.distributions import kl_std_normal, log_normal, log_std_normal, reparameterize
+from lvmkit.models.draw import conv as _conv  # noqa: F401  (registers the conv read and write)
+from lvmkit.models.draw.attention import READERS, WRITERS
+from lvmkit.core.kinds import MODEL_KINDS
+from lvmkit.models.parts.likelihoods import LIKELIHOODS, Likelihood
+from lvmkit.models.parts.regularizers import REGULARIZERS, Regularizer
+from lvmkit.models.parts.evaluation import reconstruction_and_likelihood
 
 # Per-step latent penalties DRAW accepts from REGULARIZERS ("dec" needs a clustering model).
 _LATENTS = ("kl", "mmd", "none")

@@ -24,10 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from lvmkit.core.errors import ConfigError
-from lvmkit.models.draw_attention import READERS, WRITERS, require_image
+from lvmkit.models.draw.attention import READERS, WRITERS, require_image
 
 if TYPE_CHECKING:
-    from lvmkit.models.draw import DrawConfig
+    from lvmkit.models.draw.draw import DrawConfig
 
 
 def map_sizes(shape: tuple[int, ...], channels: list[int], op: str) -> list[tuple[int, int]]:

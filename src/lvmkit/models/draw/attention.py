@@ -1,11 +1,11 @@
 """DRAW's selective attention (Gregor et al. 2015, section 3.2): an N x N grid of Gaussian
 filters placed by a linear layer on the decoder state, read as a glimpse and written as a patch.
 Read/write choices are objects (:data:`READERS`, :data:`WRITERS`; the convolutional pair is in
-:mod:`lvmkit.models.draw_conv`) built as ``cls.from_config(cfg, input_shape)``, which reads the
+:mod:`lvmkit.models.draw.conv`) built as ``cls.from_config(cfg, input_shape)``, which reads the
 keys the operator uses and checks them against the data's shape; the model never dispatches on
 their names. A reader maps (x, x^, h_dec) to (batch, out_features); a writer maps h_dec to
 (batch, *input_shape). An operator with a ``window`` (a :class:`Window`) places an attention grid,
-which :meth:`lvmkit.models.draw.Draw.trace` reports for figures."""
+which :meth:`lvmkit.models.draw.draw.Draw.trace` reports for figures."""
 from __future__ import annotations
 
 import math
@@ -18,7 +18,7 @@ from lvmkit.core.errors import ConfigError
 from lvmkit.core.registry import Registry
 
 if TYPE_CHECKING:
-    from lvmkit.models.draw import DrawConfig
+    from lvmkit.models.draw.draw import DrawConfig
 
 READERS: Registry = Registry("DRAW read")
 WRITERS: Registry = Registry("DRAW write")

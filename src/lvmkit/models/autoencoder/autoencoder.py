@@ -15,15 +15,15 @@ from pydantic import Field, model_validator
 from lvmkit.core.contract import (FAMILIES, AbstractModel, DensityModel, Encoder, Family, Generator, LossOutput,
                                   Reconstructor)
 from lvmkit.core.config import ModelConfig
-from lvmkit.models.kinds import MODEL_KINDS
-from lvmkit.models.corruption import CORRUPTIONS
-from lvmkit.models.distributions import kl_std_normal, log_normal, log_std_normal, reparameterize
+from lvmkit.core.kinds import MODEL_KINDS
+from lvmkit.models.parts.corruption import CORRUPTIONS
+from lvmkit.models.parts.distributions import kl_std_normal, log_normal, log_std_normal, reparameterize
 from lvmkit.core.errors import ConfigError
-from lvmkit.models.likelihoods import LIKELIHOODS, Likelihood
-from lvmkit.models.networks import _ACTIVATIONS, NETWORKS
-from lvmkit.models.regularizers import REGULARIZERS, Regularizer
-from lvmkit.models.evaluation import reconstruction_and_likelihood
-from lvmkit.models import dec as _dec  # noqa: F401  (registers the "dec" regularizer)
+from lvmkit.models.parts.likelihoods import LIKELIHOODS, Likelihood
+from lvmkit.models.parts.networks import _ACTIVATIONS, NETWORKS
+from lvmkit.models.parts.regularizers import REGULARIZERS, Regularizer
+from lvmkit.models.parts.evaluation import reconstruction_and_likelihood
+from lvmkit.models.autoencoder import dec as _dec  # noqa: F401  (registers the "dec" regularizer)
 
 
 class AutoencoderConfig(ModelConfig):

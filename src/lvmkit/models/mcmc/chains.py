@@ -1,7 +1,7 @@
 """Markov chain samplers of energy models, as objects: block Gibbs and Metropolis-Hastings.
 
-A sampler advances chains ``x`` (batch, M) of an :class:`~lvmkit.models.boltzmann.RBMEnergy`
-for a number of steps; every step leaves the model's marginal p(x) = exp(-F(x)) / Z invariant.
+A sampler advances chains ``x`` (batch, M) of a model with a free energy and (for Gibbs)
+conditionals, such as :class:`~lvmkit.models.energy.boltzmann.RBMEnergy`, for a number of steps; every step leaves the model's marginal p(x) = exp(-F(x)) / Z invariant.
 
 - ``gibbs``: h ~ p(h | x), then x ~ p(x | h) (block Gibbs, the lecture notes' standard rule);
 - ``mh``: Metropolis-Hastings on p(x): for binary units one proposed flip of a random site per
@@ -11,14 +11,27 @@ for a number of steps; every step leaves the model's marginal p(x) = exp(-F(x)) 
 from __future__ import annotations
 
 import abc
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from torch import Tensor
 
 from lvmkit.core.errors import ConfigError
 from lvmkit.core.registry import Registry
-from lvmkit.models.boltzmann import RBMEnergy
+
+
+class RBMEnergy(Protocol):
+    """What the chains use of a Boltzmann machine: its free energy F(x), block conditionals,
+    and whether its visible units are Gaussian (with ``log_sigma``)."""
+
+    gaussian: bool
+    log_sigma: Tensor
+
+    def free_energy(self, x: Tensor) -> Tensor: ...
+
+    def sample_h(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
+
+    def sample_x(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
 
 MCMC_SAMPLERS: Registry[Callable[..., "ChainSampler"]] = Registry("chain sampler")
 

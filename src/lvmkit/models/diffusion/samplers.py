@@ -14,7 +14,7 @@ from torch import Tensor
 
 from lvmkit.core.errors import ConfigError
 from lvmkit.core.registry import Registry
-from lvmkit.models.diffusion import GaussianDiffusion
+from lvmkit.models.diffusion.process import GaussianDiffusion
 
 Denoise = Callable[[Tensor, Tensor], tuple[Tensor, Optional[Tensor]]]
 SAMPLERS: Registry[Callable[..., "Sampler"]] = Registry("sampler")

@@ -1,7 +1,7 @@
 """Langevin dynamics on a differentiable energy, as a sampler object (Diffrax's ``step``/``run``
-shape, like the diffusion samplers of :mod:`lvmkit.models.samplers`). It needs only grad_x E,
+shape, like the diffusion samplers of :mod:`lvmkit.models.diffusion.samplers`). It needs only grad_x E,
 so any energy network can use it; the RBM's Gibbs and Metropolis-Hastings samplers, which use
-the free energy's structure, are in :mod:`lvmkit.models.mcmc`.
+the free energy's structure, are in :mod:`lvmkit.models.mcmc.chains`.
 
 One step of the unadjusted Langevin algorithm (ULA; stochastic-gradient Langevin dynamics,
 Welling & Teh 2011, when the gradient is a minibatch estimate) with step size eps:

@@ -1,8 +1,8 @@
 """Denoising diffusion probabilistic models (Ho et al. 2020) with DDIM sampling (Song et al. 2021).
 
-The model maps lvmkit's data in [0, 1] to [-1, 1], trains a denoiser (:mod:`lvmkit.models.denoisers`)
+The model maps lvmkit's data in [0, 1] to [-1, 1], trains a denoiser (:mod:`lvmkit.models.diffusion.denoisers`)
 to predict eps, x0 or v at a uniformly drawn timestep, and keeps the schedule's closed forms in
-:class:`~lvmkit.models.diffusion.GaussianDiffusion`. Losses (``model.loss``):
+:class:`~lvmkit.models.diffusion.process.GaussianDiffusion`. Losses (``model.loss``):
 
 - ``simple``: E_t ||target - prediction||^2 per dimension (Ho et al. eq. 14);
 - ``vlb``: T E_t[L_{t-1}] / D, the variational bound's terms sampled uniformly;
@@ -23,10 +23,10 @@ from torch import Tensor, nn
 from lvmkit.core.config import ModelConfig
 from lvmkit.core.contract import FAMILIES, AbstractModel, DensityModel, Family, IterativeGenerator, LossOutput
 from lvmkit.core.errors import ConfigError
-from lvmkit.models.denoisers import DENOISERS
-from lvmkit.models.diffusion import NOISE_SCHEDULES, GaussianDiffusion
-from lvmkit.models.kinds import MODEL_KINDS
-from lvmkit.models.samplers import Sampler, make_sampler
+from lvmkit.models.diffusion.denoisers import DENOISERS
+from lvmkit.models.diffusion.process import NOISE_SCHEDULES, GaussianDiffusion
+from lvmkit.core.kinds import MODEL_KINDS
+from lvmkit.models.diffusion.samplers import Sampler, make_sampler
 
 
 class DDPMConfig(ModelConfig):

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from lvmkit.core.errors import DataError
-from lvmkit.models.regularizers import REGULARIZERS, Regularizer
+from lvmkit.models.parts.regularizers import REGULARIZERS, Regularizer
 
 
 def soft_assign(z: Tensor, centres: Tensor, alpha: float = 1.0) -> Tensor:

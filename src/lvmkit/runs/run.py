@@ -28,7 +28,7 @@ def _versions() -> dict[str, str]:
     import numpy
     import sklearn
 
-    from lvmkit import __version__
+    from lvmkit.core._version import __version__
 
     return {"lvmkit": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": numpy.__version__, "scikit-learn": sklearn.__version__}

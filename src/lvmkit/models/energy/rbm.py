@@ -3,7 +3,7 @@
 Training follows the lecture notes (seed 001): the log-likelihood gradient is a positive phase
 on the data minus a negative phase on model samples, written as the free-energy surrogate
 F(x_data).mean() - F(x_model).mean() whose autograd gradient is exactly that difference.
-Negative samples come from a chain sampler (:mod:`lvmkit.models.mcmc`) run ``cd_steps`` steps
+Negative samples come from a chain sampler (:mod:`lvmkit.models.mcmc.chains`) run ``cd_steps`` steps
 from the batch (CD-k, Hinton 2002) or from persistent chains kept in the model's state (PCD,
 Tieleman 2008), which advance only in ``training_step``. SGD with momentum and weight decay is
 the family's default optimizer (Hinton's practical guide, 2010).
@@ -25,9 +25,9 @@ from lvmkit.core.config import ModelConfig
 from lvmkit.core.contract import (FAMILIES, AbstractModel, DensityModel, Encoder, EnergyModel, Family, IterativeGenerator,
                                   LossOutput)
 from lvmkit.core.errors import ConfigError, LvmkitWarning
-from lvmkit.models.boltzmann import EXACT_LIMIT, RBMEnergy, ais_log_z, exact_log_z
-from lvmkit.models.kinds import MODEL_KINDS
-from lvmkit.models.mcmc import ChainSampler, Gibbs, make_chain_sampler
+from lvmkit.models.energy.boltzmann import EXACT_LIMIT, RBMEnergy, ais_log_z, exact_log_z
+from lvmkit.core.kinds import MODEL_KINDS
+from lvmkit.models.mcmc.chains import ChainSampler, Gibbs, make_chain_sampler
 
 
 class _BoltzmannConfig(ModelConfig):

@@ -4,7 +4,7 @@
 An energy network E(x) (:class:`ConvEnergy` for images, :class:`MLPEnergy` for tables) defines
 p(x) ~ exp(-E(x)). The gradient of the negative log-likelihood is E_data grad E(x+) - E_p grad
 E(x-) (Du & Mordatch eq. 2); each training step estimates the second expectation with negatives
-x- from a short Langevin chain (:class:`~lvmkit.models.langevin.Langevin`) and minimises
+x- from a short Langevin chain (:class:`~lvmkit.models.mcmc.langevin.Langevin`) and minimises
 
     loss = mean E(x+) - mean E(x-) + alpha (mean E(x+)^2 + mean E(x-)^2),
 
@@ -30,8 +30,8 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 from lvmkit.core.config import ModelConfig, Section
 from lvmkit.core.contract import FAMILIES, AbstractModel, EnergyModel, Family, IterativeGenerator, LossOutput
 from lvmkit.core.errors import ConfigError
-from lvmkit.models.kinds import MODEL_KINDS
-from lvmkit.models.langevin import GRADIENT_SAMPLERS, Langevin
+from lvmkit.core.kinds import MODEL_KINDS
+from lvmkit.models.mcmc.langevin import GRADIENT_SAMPLERS, Langevin
 
 
 # -- energy networks -------------------------------------------------------------------------

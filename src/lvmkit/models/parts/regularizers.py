@@ -6,8 +6,8 @@ import abc
 import torch
 from torch import Tensor, nn
 
-from lvmkit.models.distributions import kl_std_normal
-from lvmkit.models.mmd import mmd2_biased, mmd2_unbiased
+from lvmkit.models.parts.distributions import kl_std_normal
+from lvmkit.models.parts.mmd import mmd2_biased, mmd2_unbiased
 from lvmkit.core.registry import Registry
 from lvmkit.core.schedules import linear_warmup
 

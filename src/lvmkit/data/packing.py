@@ -165,4 +165,23 @@ def compact(t: Tensor, rows: Tensor, *tensors: Tensor) -> tuple[Tensor, Tensor, 
     return tc, valid, out
 
 
-__all__ = ["ABSENT", "HELD_OUT", "OBSERVED", "channels", "compact", "feature_units", "pack", "series_shape", "unpack"]
+
+def with_queries(x: Tensor, times: Tensor) -> Tensor:
+    """A packed batch with extra held-out rows (values 0) at ``times`` (B, G), merged into each
+    series in time order; padding stays last and keeps the largest time."""
+    x = x.reshape(x.shape[0], x.shape[-2], x.shape[-1])
+    d = (x.shape[-1] - 1) // 2
+    q = x.new_zeros(x.shape[0], times.shape[1], x.shape[-1])
+    q[..., 0] = times
+    q[..., 1 + d :] = HELD_OUT
+    both = torch.cat([x, q], dim=1)
+    t, _, c = channels(both)
+    pad = (c == 0).all(-1)
+    order = torch.argsort(torch.where(pad, torch.full_like(t, float("inf")), t), dim=1, stable=True)
+    out = both.gather(1, order[..., None].expand_as(both))
+    pad = pad.gather(1, order)
+    top = torch.where(pad, torch.full_like(t, -float("inf")), out[..., 0]).amax(1, keepdim=True)
+    out[..., 0] = torch.where(pad, top, out[..., 0])
+    return out
+
+__all__ = ["ABSENT", "HELD_OUT", "OBSERVED", "channels", "compact", "feature_units", "pack", "series_shape", "unpack", "with_queries"]

@@ -22,7 +22,7 @@ from lvmkit.core.contract import AbstractModel, Generator
 from lvmkit.core import distributed as dist
 from lvmkit.core.errors import ConfigError, LvmkitWarning, TrainingDiverged
 from lvmkit.core.optim import EMA, Optimizers, lr_factor
-from lvmkit.core.run import Run
+from lvmkit.runs.run import Run
 from lvmkit.data import Dataset, Split, batches, load_data
 
 

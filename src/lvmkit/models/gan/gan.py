@@ -30,8 +30,8 @@ from lvmkit.core.config import ModelConfig, Section
 from lvmkit.core.contract import FAMILIES, AbstractModel, Family, Generator, LossOutput
 from lvmkit.core.errors import ConfigError
 from lvmkit.core.registry import Registry
-from lvmkit.models.gan_networks import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
-from lvmkit.models.kinds import MODEL_KINDS
+from lvmkit.models.gan.networks import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
+from lvmkit.core.kinds import MODEL_KINDS
 
 
 # -- objectives ------------------------------------------------------------------------------
