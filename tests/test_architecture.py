@@ -94,3 +94,31 @@ def test_the_cycle_finder_finds_a_cycle():
             return self.edges[m]
 
     assert _cycles(Graph()) == [["a", "b", "c"]]
+
+
+def test_the_worked_family_of_docs_architecture_registers_trains_and_encodes(tmp_path):
+    """docs/architecture.md's smallest family, run as written: it registers, validates its
+    config (an unknown key names the family's keys), trains through the one loop and embeds."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    script = block + f'''
+import lvmkit, torch
+from lvmkit.core.errors import ConfigError
+try:
+    lvmkit.make_config({{"model": {{"kind": "linear-ae", "hidden": [8]}}}})
+    raise SystemExit("an unknown key passed")
+except ConfigError as err:
+    assert "latent_dim" in str(err), err
+cfg = lvmkit.make_config({{"model": {{"kind": "linear-ae", "latent_dim": 3}}, "data": {{"name": "digits"}},
+                         "train": {{"epochs": 2, "max_steps": 20, "threads": 1, "device": "cpu"}}}})
+run = lvmkit.train(cfg, {str(tmp_path / "run")!r}, progress=False)
+model = run.load_model("last")
+assert lvmkit.capabilities(model) == ["encoder"], lvmkit.capabilities(model)
+codes = model.embed(run.data().test.x[:5])
+assert codes.shape == (5, 3)
+first, last = run.read_metrics()[0]["val_loss"], run.read_metrics()[-1]["val_loss"]
+assert last < first, (first, last)
+print("ok")
+'''
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
