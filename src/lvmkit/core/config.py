@@ -6,6 +6,8 @@ command line enter; everything downstream receives validated objects.
 """
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -129,6 +131,30 @@ class OptimGroupConfig(_Section):
         return self
 
 
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$")
+
+
+def parse_duration(value: Any, name: str = "duration") -> float:
+    """Seconds in ``value``: a number of seconds, or hours/minutes/seconds such as "90s", "60m",
+    "1h30m", "2h"; a ConfigError naming the accepted forms otherwise (and for zero)."""
+    seconds = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            seconds = float(text)
+        except ValueError:
+            m = _DURATION.match(text)
+            if m and any(m.groups()):
+                h, mi, se = (float(g) if g else 0.0 for g in m.groups())
+                seconds = 3600 * h + 60 * mi + se
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{name} must be a positive duration such as \"90s\", \"60m\", \"1h30m\", \"2h\" or a number "
+                          f"of seconds; got {value!r}.")
+    return seconds
+
+
 class TrainConfig(OptimGroupConfig):
     """The one training loop's settings: optimizer (for every group, with per-group overrides
     in ``[train.optim.GROUP]``), schedule, clipping, EMA, early stopping, device."""
@@ -141,11 +167,21 @@ class TrainConfig(OptimGroupConfig):
     # (epochs x batches per epoch, or max_steps if fewer); early stopping may end it sooner.
     lr_schedule: Literal["constant", "cosine"] = "constant"
     lr_final: float = Field(0.01, gt=0.0, le=1.0)
+    # Linear learning-rate warm-up from 0 over this many steps, before the schedule (0: none).
+    lr_warmup: int = Field(0, ge=0)
     grad_clip: float = Field(100.0, ge=0.0)
     patience: int = Field(10, ge=0)
     # Exponential moving average of the weights after every step (0: off); sampling and
     # evaluation then use the averaged weights.
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
+    # The average copies the weights for ema_start steps, then its decay grows with the steps u
+    # since, min(ema_decay, (1 + u) / (10 + u)): a short run's average neither keeps the
+    # initialisation nor lags behind a fast-improving model. false: ema_decay from the first step.
+    ema_warmup: bool = True
+    ema_start: int = Field(1000, ge=0)
+    # Wall-time budget of one train (or resume) invocation: "90s", "60m", "1h30m", "2h" or
+    # seconds. The run ends at the last finished epoch, checkpointed and reported; resume goes on.
+    time_limit: Optional[Union[float, str]] = None
     # Generators on images: 16 samples from fixed noise every this many epochs (0: never;
     # unset: every epoch up to 50 epochs, then about 50 grids in all), for the report.
     sample_every: Optional[int] = Field(None, ge=0)
@@ -158,6 +194,17 @@ class TrainConfig(OptimGroupConfig):
     compile: Union[bool, str] = False
     threads: Optional[int] = Field(None, gt=0)
     optim: dict[str, OptimGroupConfig] = Field(default_factory=dict)
+
+    @field_validator("time_limit", mode="before")
+    @classmethod
+    def _parsable_time_limit(cls, value: Optional[Union[float, str]]) -> Optional[Union[float, str]]:
+        if value is not None:
+            parse_duration(value, "train.time_limit")
+        return value
+
+    @property
+    def time_limit_seconds(self) -> Optional[float]:
+        return None if self.time_limit is None else parse_duration(self.time_limit, "train.time_limit")
 
     @model_validator(mode="after")
     def _keys_fit_optimizer(self):
@@ -339,7 +386,9 @@ def migrate_v1(doc: dict[str, Any]) -> dict[str, Any]:
 def migrate(doc: dict[str, Any], config_format: int) -> dict[str, Any]:
     """A run's stored config in today's terms. Format 1: every family's model keys (see
     :func:`migrate_v1`). Format 2: ``data.scale = "minmax"`` meant one range over all features
-    (today's ``"global"``) and ``data.name = "csv"`` read long-format series (``"series-csv"``)."""
+    (today's ``"global"``) and ``data.name = "csv"`` read long-format series (``"series-csv"``).
+    Format 3: the EMA had a fixed decay from the first step (``train.ema_warmup = false``), so
+    a resumed run goes on as it began."""
     if config_format < 2:
         doc = migrate_v1(doc)
     if config_format < 3 and isinstance(doc.get("data"), dict):
@@ -349,4 +398,8 @@ def migrate(doc: dict[str, Any], config_format: int) -> dict[str, Any]:
             data["scale"] = "global"
         if data.get("name") == "csv":
             data["name"] = "series-csv"
+    if config_format < 4:
+        doc = dict(doc)
+        train = doc["train"] = dict(doc.get("train") or {})
+        train.setdefault("ema_warmup", False)
     return doc

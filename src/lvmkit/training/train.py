@@ -114,6 +114,13 @@ class SampleGrids:
         np.save(folder / f"epoch_{trainer.epoch:04d}.npy", np.round(255 * np.clip(x, 0, 1)).astype(np.uint8))
 
 
+_TIME_LIMIT = "time limit:"
+
+
+class _OutOfTime(Exception):
+    """train.time_limit passed inside an epoch (single process)."""
+
+
 class Trainer:
     """Runs the loop for one run directory; see :func:`train` for the usual entry point."""
 
@@ -124,7 +131,7 @@ class Trainer:
         self.device, self.progress = device, progress and world.main
         self.opt = Optimizers(model.optimizer_groups(), cfg, model.optimizer_defaults)
         self.opt.world = world
-        self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.ema = EMA(model, cfg.ema_decay, cfg.ema_warmup, cfg.ema_start) if cfg.ema_decay > 0 else None
         self.selection = model.selection_metric
         if self.selection is None and "patience" in cfg.model_fields_set and cfg.patience:
             raise ConfigError(
@@ -141,6 +148,7 @@ class Trainer:
         self.bad_epochs = 0
         self.best_stage = 0
         self.stopped = ""
+        self.deadline: float | None = None  # perf_counter() time when train.time_limit runs out
         per_epoch = math.ceil(len(data.train) / cfg.batch_size)
         self.planned_steps = min(cfg.epochs * per_epoch, cfg.max_steps or math.inf)
 
@@ -185,6 +193,8 @@ class Trainer:
         self.best_val, self.bad_epochs = float(st["best_val"]), int(st["bad_epochs"])
         self.best_stage = int(st.get("best_stage", 0))
         self.stopped = str(st.get("stopped", ""))
+        if self.stopped.startswith(_TIME_LIMIT):  # a budget ends one invocation, not the run: resume goes on
+            self.stopped = ""
         # Drop metrics logged after the checkpoint (the killed epoch will be replayed).
         if not self.world.main:
             return
@@ -233,7 +243,7 @@ class Trainer:
                     continue
                 global_n, xb = len(xb), dist.share(self.world, xb)
                 self.opt.share_weight = len(xb) / global_n
-                self.opt.lr_factor = lr_factor(cfg.lr_schedule, self.step, self.planned_steps, cfg.lr_final)
+                self.opt.lr_factor = lr_factor(cfg.lr_schedule, self.step, self.planned_steps, cfg.lr_final, cfg.lr_warmup)
                 if cfg.channels_last and xb.dim() == 4:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 try:
@@ -242,7 +252,7 @@ class Trainer:
                 except TrainingDiverged as err:
                     raise self._diverged(str(err)) from None
                 if self.ema is not None:
-                    self.ema.update(model)
+                    self.ema.update(model, self.step)
                 self.step += 1
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
@@ -250,6 +260,8 @@ class Trainer:
                 bar.advance(task)
                 if cfg.max_steps and self.step >= cfg.max_steps:
                     break
+                if self.deadline is not None and not self.world.active and time.perf_counter() > self.deadline:
+                    raise _OutOfTime
         if self.world.active and sums:  # the epoch's means over every process's examples
             from torch import distributed as tdist
 
@@ -275,13 +287,36 @@ class Trainer:
         self.bad_epochs += 1
         return False
 
+    def _out_of_time(self, started: float, epoch_seconds: list[float]) -> bool:
+        """True when the next epoch would end after train.time_limit (process 0 decides for all)."""
+        if self.deadline is None or not epoch_seconds:
+            return False
+        late = time.perf_counter() + sum(epoch_seconds) / len(epoch_seconds) > self.deadline
+        return bool(dist.broadcast(self.world, late if self.world.main else None))
+
     def fit(self) -> None:
         cfg = self.cfg
+        started = time.perf_counter()
+        limit = cfg.time_limit_seconds
+        self.deadline = None if limit is None else started + limit
+        epoch_seconds: list[float] = []
         if self.epoch == 0 and self.step == 0:
             self.save("last")  # so a failure in the first epoch still leaves a good checkpoint
         while self.epoch < cfg.epochs and not self.stopped:
+            if self._out_of_time(started, epoch_seconds):
+                self.stopped = (f"{_TIME_LIMIT} train.time_limit = {cfg.time_limit} ({limit:.0f} s): the next epoch "
+                                f"(~{sum(epoch_seconds) / len(epoch_seconds):.0f} s) would end after it")
+                self.save("last")  # the same weights, with the reason; lvmkit train --resume goes on
+                break
             t0 = time.perf_counter()
-            train_terms = self._train_epoch()
+            try:
+                train_terms = self._train_epoch()
+            except _OutOfTime:
+                # The budget ran out inside an epoch: that epoch is dropped and the run ends at the
+                # last finished one, exactly as its checkpoint holds it (a resume replays the epoch).
+                self.restore(self.run.checkpoints / "last.pt")
+                self.stopped = f"{_TIME_LIMIT} train.time_limit = {cfg.time_limit} ({limit:.0f} s) inside epoch {self.epoch + 1}"
+                break
             if not train_terms:  # the model asked to stop before this epoch's first step
                 self.save("last")  # with the reason, so a resume does not train on
                 break
@@ -325,6 +360,7 @@ class Trainer:
                       f"{'  *' if improved else ''}")
             for cb in self.callbacks:
                 cb.on_epoch_end(self, record)
+            epoch_seconds.append(time.perf_counter() - t0)
         if self.stopped:
             self._log(f"stopped: {self.stopped}")
         dist.barrier(self.world)

@@ -4,7 +4,8 @@ The model maps lvmkit's data in [0, 1] to [-1, 1], trains a denoiser (:mod:`lvmk
 to predict eps, x0 or v at a uniformly drawn timestep, and keeps the schedule's closed forms in
 :class:`~lvmkit.models.diffusion.process.GaussianDiffusion`. Losses (``model.loss``):
 
-- ``simple``: E_t ||target - prediction||^2 per dimension (Ho et al. eq. 14);
+- ``simple``: E_t ||target - prediction||^2 per dimension (Ho et al. eq. 14); with
+  ``min_snr_gamma`` each timestep weighted by min(SNR_t, gamma) in x0 units (Hang et al. 2023);
 - ``vlb``: T E_t[L_{t-1}] / D, the variational bound's terms sampled uniformly;
 - ``hybrid``: simple + ``vlb_weight`` x vlb with the mean's gradient stopped in the vlb part, so
   the bound trains only the learned variance (Nichol & Dhariwal 2021, sec. 3.1).
@@ -39,6 +40,8 @@ class DDPMConfig(ModelConfig):
     loss: Literal["simple", "vlb", "hybrid"] = "simple"
     variance: Literal["fixed-small", "fixed-large", "learned"] = "fixed-small"
     vlb_weight: float = Field(0.001, ge=0.0)  # hybrid's lambda (Nichol & Dhariwal: 0.001)
+    # Min-SNR-gamma weighting of the simple loss (Hang et al. 2023; they use gamma = 5); None: off.
+    min_snr_gamma: Optional[float] = Field(None, gt=0.0)
     # "auto": a U-Net for images (C, H, W), an MLP for tables.
     denoiser: Literal["auto", "unet", "mlp"] = "auto"
     channels: Optional[list[int]] = None  # None: sized from the input (see default_channels)
@@ -83,11 +86,13 @@ class DDPM(AbstractModel, IterativeGenerator, DensityModel):
     selection_metric = None
 
     def __init__(self, denoiser: nn.Module, diffusion: GaussianDiffusion, *, input_shape: tuple[int, ...],
-                 loss: str = "simple", vlb_weight: float = 0.001, sampler: Sampler | None = None) -> None:
+                 loss: str = "simple", vlb_weight: float = 0.001, sampler: Sampler | None = None,
+                 min_snr_gamma: float | None = None) -> None:
         super().__init__()
         self.denoiser, self.diffusion = denoiser, diffusion
         self.input_shape = tuple(input_shape)
         self.loss_kind, self.vlb_weight = loss, vlb_weight
+        self.min_snr_gamma = min_snr_gamma
         self.default_sampler = sampler or make_sampler("ancestral")
 
     @property
@@ -111,9 +116,11 @@ class DDPM(AbstractModel, IterativeGenerator, DensityModel):
         noise = torch.randn_like(x0) if noise is None else noise
         xt = self.diffusion.q_sample(x0, t, noise)
         pred, var_out = self.denoise(xt, t)
-        mse = (pred - self.diffusion.target_of(x0, noise, t)).pow(2).flatten(1).mean(1).mean()
+        per_example = (pred - self.diffusion.target_of(x0, noise, t)).pow(2).flatten(1).mean(1)
+        mse = per_example.mean()
         terms = {"mse": mse.detach()}
-        loss = mse if self.loss_kind != "vlb" else 0.0
+        simple = mse if self.min_snr_gamma is None else (self.diffusion.min_snr_weight(t, self.min_snr_gamma) * per_example).mean()
+        loss = simple if self.loss_kind != "vlb" else 0.0
         if self.loss_kind != "simple":
             # hybrid: the bound's gradient reaches the variance only (mean stopped)
             mean_pred = pred.detach() if self.loss_kind == "hybrid" else pred
@@ -204,7 +211,8 @@ def build_ddpm(cfg: DDPMConfig, input_shape: tuple[int, ...]) -> DDPM:
                               dropout=cfg.dropout)
     diffusion = GaussianDiffusion(NOISE_SCHEDULES.get(cfg.schedule)(cfg.timesteps), cfg.target, cfg.variance)
     sampler = make_sampler(cfg.sampler, cfg.sample_steps if cfg.sampler != "ancestral" else None, cfg.eta)
-    return DDPM(net, diffusion, input_shape=shape, loss=cfg.loss, vlb_weight=cfg.vlb_weight, sampler=sampler)
+    return DDPM(net, diffusion, input_shape=shape, loss=cfg.loss, vlb_weight=cfg.vlb_weight, sampler=sampler,
+                min_snr_gamma=cfg.min_snr_gamma)
 
 
 MODEL_KINDS.register("ddpm")({"family": "ddpm"})

@@ -116,6 +116,18 @@ class GaussianDiffusion(nn.Module):
         return mean, self._at("post_var", t, xt).expand_as(xt), self._at("post_logvar", t, xt).expand_as(xt)
 
     # -- the network's prediction -------------------------------------------------------------
+    def min_snr_weight(self, t: Tensor, gamma: float) -> Tensor:
+        """Min-SNR-gamma loss weights (Hang et al. 2023) per example (batch,) for the squared
+        error of this process's target. With SNR_t = abar_t / (1 - abar_t), an error in the target
+        is an x0 error scaled by ||eps - eps^||^2 = SNR ||x0 - x0^||^2 and ||v - v^||^2 = (1 + SNR)
+        ||x0 - x0^||^2, so the x0-loss weight min(SNR_t, gamma) becomes min(SNR_t, gamma) / SNR_t on
+        eps, min(SNR_t, gamma) / (1 + SNR_t) on v, and stays min(SNR_t, gamma) on x0."""
+        abar = self.abar[t]
+        snr = abar / (1 - abar)
+        clipped = torch.clamp(snr, max=gamma)
+        per_x0 = {"x0": torch.ones_like(snr), "eps": snr, "v": snr + 1}[self.target]
+        return (clipped / per_x0).float()
+
     def target_of(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         """What the network should output for (x_0, noise) at t."""
         if self.target == "eps":
