@@ -4,6 +4,8 @@ recall (the thesis's equations 4.2 and 4.3 swap them)."""
 from __future__ import annotations
 
 import json
+import re
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -86,3 +88,65 @@ def test_cli_repeat_and_its_errors(capsys, tmp_path):
     code = main(["repeat", str(path), "--seeds", "2", "--out", str(tmp_path / "r")])  # another config in the same place
     err = capsys.readouterr().err
     assert code == 2 and "holds a run of another configuration" in err
+
+
+class _Tables(HTMLParser):
+    """The page's tables as rows of cell texts, each with the classes of the elements around it,
+    and the page's CSS."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables, self.css, self._open, self._style = [], "", [], False
+
+    def handle_starttag(self, tag, attrs):
+        self._style = tag == "style"
+        if tag == "table":
+            around = [c for t, c in self._open if c]
+            self.tables.append({"around": around, "rows": []})
+        elif tag == "tr" and self.tables:
+            self.tables[-1]["rows"].append([])
+        elif tag in ("td", "th") and self.tables:
+            self.tables[-1]["rows"][-1].append("")
+        if tag not in ("br", "meta"):
+            self._open.append((tag, dict(attrs).get("class")))
+
+    def handle_endtag(self, tag):
+        self._style = False
+        while self._open and self._open.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data):
+        if self._style:
+            self.css += data
+        elif self.tables and self.tables[-1]["rows"] and self.tables[-1]["rows"][-1] and \
+                any(t in ("td", "th") for t, _ in self._open):
+            self.tables[-1]["rows"][-1][-1] += data
+
+
+def test_repeat_page_names_each_figure_by_split_and_objective(tmp_path):
+    res = lvmkit.repeat(lvmkit.make_config({**CONFIG, "train": {**CONFIG["train"], "epochs": 1}}), seeds=2,
+                        out=tmp_path / "r")  # objective val_loss
+    obj = res["objective"]
+    assert obj["names"] == {"validation": "val_loss", "test": "test_loss"}
+    # The objective measured on the test split is the test loss, the figure its name now says.
+    assert obj["test"]["values"] == res["metrics"]["test_loss"]["values"] != obj["validation"]["values"]
+    assert obj["validation"]["values"] == res["metrics"]["val_loss"]["values"]
+
+    page = _Tables()
+    page.feed((tmp_path / "r" / "repeat.html").read_text())
+    metrics, per_class = page.tables
+    header, *rows = metrics["rows"]
+    assert header[:2] == ["metric", "split"]
+    names = [r[0] for r in rows]
+    assert len(names) == len(set(names)), names  # one name per figure (val_loss appeared three times)
+    for name, split, *_ in rows:
+        assert split == {"val": "validation", "test": "test"}.get(name.split("_", 1)[0], "run"), (name, split)
+    by_name = {r[0]: r for r in rows}
+    assert "objective (val_loss) on the test split" in by_name["test_loss"][2]
+    assert by_name["test_loss"][3].startswith(f"{obj['test']['mean']:.4g}")
+    assert {"val_kl", "test_kl", "epochs"} <= set(names)
+
+    # The per-class table (10 classes x 3 columns) scrolls inside a container of the page's width.
+    assert len(per_class["rows"][1]) == 31 and "wide" in per_class["around"]
+    rule = re.search(r"\.wide\s*\{([^}]*)\}", page.css)
+    assert rule and "overflow-x:auto" in rule.group(1).replace(" ", "") and "max-width:100%" in rule.group(1).replace(" ", "")

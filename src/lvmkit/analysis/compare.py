@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lvmkit.analysis.sampling import sampler_for
 from lvmkit.core.contract import DensityModel, Encoder, Generator, IterativeGenerator, capabilities
 from lvmkit.core.errors import ConfigError
 from lvmkit.runs.run import Run
@@ -29,6 +30,8 @@ _BATCH = 1000  # samples per call when timing, as lvmkit quality draws them
 # representation differs too: said in the notes rather than refused.
 _DATA_FIELDS = ("limit", "binarize", "scale", "val_fraction", "test_fraction")
 _COMMANDS = {"eval.json": "evaluate", "quality.json": "quality", "probe.json": "probe"}  # what writes each file
+_NOT_RECORDED = "not recorded"
+_ONE_PASS = "one pass (no sampler)"
 
 
 def _open(runs) -> list[Run]:
@@ -86,39 +89,75 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _sampler(model: IterativeGenerator, cfg) -> dict:
-    """The default sampler that ``sample`` uses, as the config names it."""
-    s = getattr(model, "default_sampler", None)
-    if s is not None:  # a sampler without its own step count takes every step of the chain (ancestral: all T)
-        steps = getattr(s, "steps", None) or getattr(cfg.model, "timesteps", None)
+def _choice(q: dict | None) -> dict | None:
+    """The sampler choice ``lvmkit quality`` recorded ({"name", "steps", "eta"}); None for the
+    model's default (recorded as a sentence) or no record."""
+    s = (q or {}).get("sampler")
+    return s if isinstance(s, dict) else None
+
+
+def _sampler(model: IterativeGenerator, cfg, choice: dict | None = None) -> dict:
+    """The sampler an iterative generator draws with, by name with its steps: ``choice`` as
+    ``lvmkit quality`` records one (None: the model's default), resolved as
+    :func:`~lvmkit.analysis.sampling.sampler_for` resolves it."""
+    name, steps, eta = ((choice or {}).get(k) for k in ("name", "steps", "eta"))
+    if name is not None or eta is not None:  # a chosen sampler (sampler_for's default name: ddim)
+        name = name or "ddim"
+        s = model.make_sampler(name, steps, eta)
     else:
-        steps = getattr(cfg.model, "sample_steps", None)
-    name = getattr(cfg.model, "sampler", None) or (type(s).__name__ if s is not None else "the model's default")
+        s = getattr(model, "default_sampler", None)
+        name = getattr(cfg.model, "sampler", None) or (type(s).__name__ if s is not None else "the model's default")
+    # A sampler without its own step count takes every step of the chain (ancestral: all T), or
+    # the family's sample_steps (an RBM's chain).
+    steps = (steps or getattr(s, "steps", None) or getattr(cfg.model, "timesteps", None)
+             or getattr(cfg.model, "sample_steps", None))
     out = {"name": name, "steps": steps}
-    if getattr(s, "eta", None) is not None:
-        out["eta"] = s.eta
+    eta = eta if eta is not None else getattr(s, "eta", None)
+    if eta is not None:
+        out["eta"] = eta
     return out
 
 
+def _loaded_weights(run: Run, q: dict | None) -> str:
+    """The weights the grid and the timing use: those the stored sample quality was measured
+    with, else (as every command) the EMA when the run kept one."""
+    recorded = (q or {}).get("weights")
+    if recorded in ("ema", "raw"):
+        return recorded
+    return "ema" if run.config.train.ema_decay > 0 else "raw"
+
+
+def _recorded_weights(run: Run, record: dict) -> str:
+    """The weights a stored figure came from, as its file recorded them; a run that kept no EMA
+    has only its raw weights."""
+    if record.get("weights") in ("ema", "raw"):
+        return record["weights"]
+    return "raw" if run.config.train.ema_decay == 0 else _NOT_RECORDED
+
+
 @torch.no_grad()
-def _sampling(model, cfg, n_time: int, seed: int, device: torch.device) -> tuple[dict | str, np.ndarray | None]:
+def _sampling(model, cfg, choice: dict | None, weights: str, n_time: int, seed: int,
+              device: torch.device) -> tuple[dict | str, np.ndarray | None]:
     """A grid of ``_GRID`` samples from seed ``seed`` (the same draw for every run), then the
-    seconds per 1,000 samples: ``n_time`` drawn and the time scaled."""
+    seconds per 1,000 samples: ``n_time`` drawn and the time scaled. Both use the sampler
+    ``choice`` and the loaded ``weights``, those of the stored sample quality."""
     if not isinstance(model, Generator):
         return f"not available: the {cfg.model.kind} model does not generate", None
+    iterative = isinstance(model, IterativeGenerator)
+    choice = choice if iterative else None
+    draw = sampler_for(model, *((choice or {}).get(k) for k in ("name", "steps", "eta")))
     # The grid, drawn first, is also the warm-up: first-call allocations are not sampling time.
-    grid = model.sample(_GRID, generator=torch.Generator(device).manual_seed(seed)).float().cpu().numpy()
+    grid = draw(_GRID, torch.Generator(device).manual_seed(seed)).float().cpu().numpy()
     gen = torch.Generator(device).manual_seed(seed + 1)
     _sync(device)
     t0 = time.perf_counter()
     for start in range(0, n_time, _BATCH):
-        model.sample(min(_BATCH, n_time - start), generator=gen)
+        draw(min(_BATCH, n_time - start), gen)
     _sync(device)
     seconds = time.perf_counter() - t0
     out: dict = {"seconds_per_1000": seconds * 1000 / n_time, "n_timed": n_time, "device": str(device),
-                 "threads": torch.get_num_threads() if device.type == "cpu" else None}
-    if isinstance(model, IterativeGenerator):
-        out["sampler"] = _sampler(model, cfg)
+                 "threads": torch.get_num_threads() if device.type == "cpu" else None, "weights": weights,
+                 "sampler": _sampler(model, cfg, choice) if iterative else _ONE_PASS}
     return out, grid
 
 
@@ -129,14 +168,22 @@ def _training(run: Run) -> dict | str:
     return {"seconds": sum(m["seconds"] for m in metrics), "epochs": metrics[-1]["epoch"], "steps": metrics[-1]["step"]}
 
 
-def _quality(run: Run, model) -> dict | str:
+def _quality(run: Run, model, q: dict | None) -> dict | str:
+    """The stored sample quality, with the weights and sampler its samples were drawn with."""
     if not isinstance(model, Generator):
         return f"not available: the {run.config.model.kind} model does not generate"
-    q = run.read_json("quality.json")
     if q is None:
         return f"not computed: run lvmkit quality {run.path}"
     keys = ("frechet_distance", "precision", "recall", "floor", "n_generated", "n_reference", "classes_present", "n_classes")
-    return {k: q[k] for k in keys if k in q}
+    out = {k: q[k] for k in keys if k in q}
+    if not isinstance(model, IterativeGenerator):
+        sampler: dict | str = _ONE_PASS
+    elif "sampler" in q:
+        sampler = _sampler(model, run.config, _choice(q))
+    else:
+        sampler = _NOT_RECORDED
+    out.update(weights=_recorded_weights(run, q), sampler=sampler)
+    return out
 
 
 def _likelihood(run: Run, model) -> dict | str:
@@ -165,7 +212,7 @@ def _likelihood(run: Run, model) -> dict | str:
             out.update(nll_interval=[lo, hi], bound="exact" if lo == hi else "estimate, within the interval shown")
     else:
         return f"none: eval.json of the {run.config.model.kind} model holds no likelihood or bound"
-    out.update(unit="nats per example", n_test=ev.get("n_test"))
+    out.update(unit="nats per example", n_test=ev.get("n_test"), weights=_recorded_weights(run, ev))
     return out
 
 
@@ -177,7 +224,19 @@ def _probe(run: Run, model) -> dict | str:
         return f"not computed: run lvmkit probe {run.path}"
     latent = p["results"].get("latent", {})
     return {"macro_f1": {n: {"mean": r["macro_f1"]["mean"], "std": r["macro_f1"]["std"]} for n, r in latent.items()},
-            "width": p.get("widths", {}).get("latent"), "repeats": p.get("repeats")}
+            "width": p.get("widths", {}).get("latent"), "repeats": p.get("repeats"), "weights": _recorded_weights(run, p)}
+
+
+def _scaling(run: Run) -> dict:
+    """The scaling the run's data used (RUN/scaling.json, fitted on its training split), with
+    ``data.scale`` as configured (None: the default for the data's shape)."""
+    s = run.scaler()
+    out: dict[str, Any] = {"name": s.name, "configured": run.config.data.scale}
+    if s.shift.ndim == 0 and s.span.ndim == 0:  # one map for every value: (x - shift) / span
+        out.update(shift=float(s.shift), span=float(s.span))
+    else:
+        out["per_feature"] = int(s.shift.size)
+    return out
 
 
 def _stale(run: Run) -> list[str]:
@@ -193,7 +252,9 @@ def _notes(runs: list[Run], labels: list[str], rows: list[dict]) -> list[str]:
     """What makes figures in one row less comparable than they look."""
     notes = []
     for field in _DATA_FIELDS:
-        values = [getattr(r.config.data, field) for r in runs]
+        # data.scale as resolved: an unset scale and the default it resolves to are one scaling
+        values = [row["data_scale"]["name"] if field == "scale" else getattr(r.config.data, field)
+                  for r, row in zip(runs, rows)]
         if len(set(map(str, values))) > 1:
             notes.append(f"data.{field} differs ({', '.join(f'{lab}: {v}' for lab, v in zip(labels, values))}): test "
                          "figures are measured on different examples or representations.")
@@ -203,6 +264,11 @@ def _notes(runs: list[Run], labels: list[str], rows: list[dict]) -> list[str]:
                      "test figures are measured on different test examples.")
     sizes = {row["name"]: row["quality"]["n_generated"] for row in rows
              if isinstance(row["quality"], dict) and "n_generated" in row["quality"]}
+    weights = {row["name"]: row["quality"]["weights"] for row in rows if isinstance(row["quality"], dict)}
+    if len(set(weights.values())) > 1:
+        notes.append(f"The sample quality of the runs comes from different weights ({', '.join(f'{k}: {v}' for k, v in weights.items())}); "
+                     "a moving average (ema) and the optimizer's last (raw) weights can score far apart: rerun lvmkit quality "
+                     "with one --weights.")
     if len(set(sizes.values())) > 1:
         notes.append(f"lvmkit quality scored different numbers of samples ({', '.join(f'{k}: {v}' for k, v in sizes.items())}); "
                      "the Frechet distance and precision/recall depend on it: rerun with one --n.")
@@ -231,7 +297,13 @@ def compare(runs: list[Run | str | Path], out: str | Path = "compare", *, n_time
     and recall stored by ``lvmkit quality``; the test NLL or its bound stored by ``lvmkit
     evaluate``, naming the estimator (IWAE with its k, the VLB, ...), in nats per example and
     in bits per dimension where stored; the probe macro F1 stored by ``lvmkit probe`` at each
-    label budget, for encoders; and a grid of 16 samples drawn from seed ``seed``.
+    label budget, for encoders; the scaling the run's data used (``data.scale`` resolved); and a
+    grid of 16 samples drawn from seed ``seed``.
+
+    Every stored figure names the weights it came from ("ema", "raw", or "not recorded" where
+    its file does not say and the run kept an EMA), and sample quality its sampler too. The grid
+    and the timing use the weights and sampler of the stored sample quality (without one: the
+    EMA when the run kept one, and the model's default sampler), and say which.
 
     Args:
         runs: run directories (or :class:`Run` handles).
@@ -256,19 +328,22 @@ def compare(runs: list[Run | str | Path], out: str | Path = "compare", *, n_time
     labels = _labels(runs)
     _require_one(labels, [_data_source(r) for r in runs], _describe_source)
     dev = resolve_device(device)
-    models = [r.load_model("best", dev) for r in runs]
+    stored = [r.read_json("quality.json") for r in runs]
+    weights = [_loaded_weights(r, q) for r, q in zip(runs, stored)]
+    models = [r.load_model("best", dev, ema=w == "ema") for r, w in zip(runs, weights)]
     _require_one(labels, [tuple(m.input_shape) for m in models], lambda shape: f"examples of shape {shape}")
 
     rows, grids = [], {}
-    for i, (run, label, model) in enumerate(zip(runs, labels, models)):
+    for i, (run, label, model, q, w) in enumerate(zip(runs, labels, models, stored, weights)):
         cfg = run.config
-        sampling, grid = _sampling(model, cfg, n_time, seed, dev)
+        sampling, grid = _sampling(model, cfg, _choice(q), w, n_time, seed, dev)
         parts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
         row = {"name": label, "run": str(run.path), "family": cfg.model.family, "kind": cfg.model.kind,
                "capabilities": capabilities(model), "parameters": sum(p.numel() for p in model.parameters()),
                "parameters_by_part": {k: v for k, v in parts.items() if v}, "training": _training(run),
-               "sampling": sampling, "quality": _quality(run, model), "likelihood": _likelihood(run, model),
-               "probe": _probe(run, model), "sample_grid": None, "stale": _stale(run)}
+               "data_scale": _scaling(run), "sampling": sampling, "quality": _quality(run, model, q),
+               "likelihood": _likelihood(run, model), "probe": _probe(run, model), "sample_grid": None,
+               "stale": _stale(run)}
         if grid is not None:
             row["sample_grid"] = _file_name(i, label)
             grids[row["sample_grid"]] = grid

@@ -47,17 +47,31 @@ def _nll(d: dict) -> str:
         text += f" <small>[{d['nll_interval'][0]:.5g}, {d['nll_interval'][1]:.5g}]</small>"
     if d.get("bits_per_dim") is not None:
         text += f" ({d['bits_per_dim']:.4g}{_se(d.get('bits_per_dim_se'))} bits/dim)"
-    return f"{text}<br><small>{html.escape(d['estimator'])}; {html.escape(d['bound'])}; {d.get('n_test')} test examples</small>"
+    return (f"{text}<br><small>{html.escape(d['estimator'])}; {html.escape(d['bound'])}; {d.get('n_test')} test examples; "
+            f"{_weights(d)}</small>")
+
+
+def _sampler(s: dict | str) -> str:
+    if isinstance(s, str):  # "one pass (no sampler)", "not recorded"
+        return "sampler not recorded" if s == "not recorded" else html.escape(s)
+    return f"sampler {html.escape(str(s['name']))}, {s['steps']} steps" + (f", eta {s['eta']:g}" if "eta" in s else "")
+
+
+def _weights(d: dict) -> str:
+    w = d.get("weights", "not recorded")
+    return f"{html.escape(w)} weights" if w in ("ema", "raw") else "weights not recorded"
+
+
+def _drawn_with(d: dict) -> str:
+    """Which weights and sampler a sampled figure comes from."""
+    return f"{_weights(d)}; {_sampler(d.get('sampler', 'not recorded'))}"
 
 
 def _sampling(d: dict) -> str:
     text = f"{d['seconds_per_1000']:.3g} s<br><small>{d['n_timed']} drawn on {html.escape(d['device'])}"
     if d.get("threads"):
         text += f", {d['threads']} CPU thread{'s' if d['threads'] != 1 else ''}"
-    s = d.get("sampler")
-    if s:
-        text += f"; sampler {html.escape(str(s['name']))}, {s['steps']} steps" + (f", eta {s['eta']}" if "eta" in s else "")
-    return text + "</small>"
+    return f"{text}; {_drawn_with(d)}</small>"
 
 
 def _or_reason(fmt: Callable[[dict], str]) -> Callable[[object], str]:
@@ -72,14 +86,26 @@ def _training(t: dict) -> str:
 
 def _quality(q: dict, key: str) -> str:
     floor = q.get("floor", {}).get(key)
-    return f"{q[key]:.4g}" + (f" <small>(floor {floor:.4g})</small>" if floor is not None else "")
+    return (f"{q[key]:.4g}" + (f" <small>(floor {floor:.4g})</small>" if floor is not None else "")
+            + f"<br><small>{_drawn_with(q)}</small>")
 
 
 def _probe(p: dict) -> str:
     if not p["macro_f1"]:
         return "no budget probed"
     cells = "<br>".join(f"{n} labels/class: {r['mean']:.3f}{_se(r['std'])}" for n, r in p["macro_f1"].items())
-    return f"{cells}<br><small>{p.get('width')}-number codes, {p.get('repeats')} draws (&plusmn; std)</small>"
+    return f"{cells}<br><small>{p.get('width')}-number codes, {p.get('repeats')} draws (&plusmn; std); {_weights(p)}</small>"
+
+
+def _scaling(d: dict) -> str:
+    if "span" in d:
+        text = f"{html.escape(d['name'])}: (x &minus; {d['shift']:.4g}) / {d['span']:.4g}"
+        if d["shift"] == 0 and d["span"] == 1:
+            text += ", values unchanged"
+    else:
+        text = f"{html.escape(d['name'])}, per feature ({d['per_feature']} values)"
+    how = "unset: the default for this data" if d.get("configured") is None else f"data.scale = {d['configured']!r}"
+    return f"{text}<br><small>{html.escape(how)}</small>"
 
 
 def _vlb(v: object) -> str:
@@ -93,6 +119,7 @@ _ROWS: list[tuple[str, str, Callable[..., str]]] = [  # (row title, the run's en
     ("capabilities", "capabilities", lambda v: html.escape(", ".join(v)) or "none"),
     ("parameters", "parameters", lambda v: f"{v:,}"),
     ("parameters by part", "parameters_by_part", lambda v: "<br>".join(f"{html.escape(k)} {n:,}" for k, n in v.items())),
+    ("data scaling (data.scale, fitted on the training split)", "data_scale", _scaling),
     ("training time", "training", _or_reason(_training)),
     ("sampling time per 1,000 samples", "sampling", _or_reason(_sampling)),
     ("Frechet distance (lower is better)", "quality", _or_reason(lambda q: _quality(q, "frechet_distance"))),
@@ -112,7 +139,9 @@ _EXPLAIN = (
     "<code>lvmkit evaluate</code> in nats per example; importance-weighted (IWAE) estimates and variational "
     "bounds are upper bounds on -log p(x), tighter for larger k. Probe F1 comes from <code>lvmkit probe</code>: "
     "a logistic regression on the codes of that many labelled training examples per class, scored on the test "
-    "split. The samples of every run are drawn from one seed.")
+    "split. The samples of every run are drawn from one seed, with the weights and sampler of its stored sample "
+    "quality (without one: the EMA weights where the run kept them, and the model's default sampler); each figure "
+    "names the weights it came from, or says its file did not record them.")
 
 
 def write_compare_html(result: dict, grids: dict[str, np.ndarray], out: Path) -> Path:
@@ -132,7 +161,8 @@ def write_compare_html(result: dict, grids: dict[str, np.ndarray], out: Path) ->
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png)
         grid = grids[r["sample_grid"]]
-        images.append(_img(png, f"{len(grid)} samples of {r['name']}", grid.ndim == 4))
+        images.append(_img(png, f"{len(grid)} samples of {r['name']}", grid.ndim == 4)
+                      + f"<br><small>{_drawn_with(r['sampling'])}</small>")
     body.append(f"<tr><th>samples (seed {result['seed']})</th>" + "".join(f"<td>{c}</td>" for c in images) + "</tr>")
 
     data = result["data"]

@@ -38,6 +38,15 @@ def _stats(values: list[float | None]) -> dict[str, Any]:
             "values": [None if x is None else float(x) for x in values]}
 
 
+def _objective_names(objective: str) -> dict[str, str]:
+    """The objective's name on each split: a metrics key takes the split's prefix (val_loss on
+    the test split is test_loss, the figure it is), any other metric says its split."""
+    prefix, _, term = objective.partition("_")
+    if prefix in SPLITS and term:
+        return {SPLITS[s]: f"{s}_{term}" for s in ("val", "test")}
+    return {SPLITS[s]: f"{objective} ({SPLITS[s]})" for s in ("val", "test")}
+
+
 def _train_or_continue(cfg: ExperimentConfig, path: Path, progress: bool):
     """Train the seed's run, or continue it when DIR already holds it with the same config (a
     repeat that was killed picks up where it stopped)."""
@@ -158,7 +167,7 @@ def repeat(config: ExperimentConfig | str | Path, seeds: int = 10, out: str | Pa
 
     summary: dict[str, Any] = {
         "config": cfg.to_dict(), "seeds": [r["seed"] for r in per_run], "runs": [r["run"] for r in per_run],
-        "objective": {"name": objective, "description": metric.describe(),
+        "objective": {"name": objective, "description": metric.describe(), "names": _objective_names(objective),
                       **{SPLITS[s]: _stats([r["objective"][s] for r in per_run]) for s in ("val", "test")}},
         "metrics": {}, "definitions": DEFINITIONS, "spread": _SPREAD,
         "note": "A seed sets the initial weights, the training order and the train/val/test split of its run.",
@@ -198,8 +207,13 @@ def _html(s: dict[str, Any]) -> str:
         return f"{mean:.4g}" + (f" &plusmn; {std:.2g}" if std is not None else "")
 
     obj = s["objective"]
-    rows = [f"<tr><td>{e(obj['name'])}</td><td>{split}</td><td>{pm(obj[split])}</td></tr>" for split in ("validation", "test")]
-    rows += [f"<tr><td>{e(k)}</td><td>{e(m['split'])}</td><td>{pm(m)}</td></tr>" for k, m in s["metrics"].items()]
+    names = obj["names"]
+    roles = {"validation": f"the objective ({obj['name']})", "test": f"the objective ({obj['name']}) on the test split"}
+    rows = [f"<tr><td>{e(names[split])}</td><td>{split}</td><td>{e(roles[split])}</td><td>{pm(obj[split])}</td></tr>"
+            for split in ("validation", "test")]
+    # A loss term that is the objective's own figure (val_loss, test_loss: one computation) is shown once, above.
+    rows += [f"<tr><td>{e(k)}</td><td>{e(m['split'])}</td><td>{'loss term of the selected checkpoint' if m['split'] != 'run' else ''}"
+             f"</td><td>{pm(m)}</td></tr>" for k, m in s["metrics"].items() if k not in names.values()]
     thesis = ""
     if "thesis_protocol" in s:
         t = s["thesis_protocol"]
@@ -210,18 +224,19 @@ def _html(s: dict[str, Any]) -> str:
             + "".join(f"<td>{pm(t[row][m], i)}</td>" for i in range(len(t["classes"])) for m in ("f1", "recall", "precision"))
             + "</tr>" for row in ("train", "test"))
         thesis = (f"<h2>Per-class scores, the thesis protocol (Table 4.4)</h2><p>{e(t['protocol'])}.</p>"
-                  f"<table><tr><th></th>{head}</tr><tr>{sub}</tr>{body}</table>")
+                  f"<div class=\"wide\"><table><tr><th></th>{head}</tr><tr>{sub}</tr>{body}</table></div>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Repeat: {len(s['seeds'])} seeds</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}
+.wide{{max-width:100%;overflow-x:auto}}</style>
 </head><body>
 <h1>{len(s['seeds'])} seeds of one configuration</h1>
 <p>Seeds {', '.join(map(str, s['seeds']))}. Mean &plusmn; std over the runs; {e(s['spread'])}. {e(s['note'])}</p>
 <p><b>Precision and recall:</b> {e(s['definitions'])}</p>
 <p><b>Objective:</b> {e(obj['description'])} Its test row is the same metric on the test split.</p>
-<table><tr><th>metric</th><th>split</th><th>mean &plusmn; std</th></tr>
+<div class="wide"><table><tr><th>metric</th><th>split</th><th>what it is</th><th>mean &plusmn; std</th></tr>
 {''.join(rows)}
-</table>
+</table></div>
 {thesis}
 </body></html>
 """
