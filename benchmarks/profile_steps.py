@@ -23,6 +23,7 @@ Writes benchmarks/results/profile_steps.json (--out to change) and prints the ta
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
@@ -40,6 +41,7 @@ CASES = {
     "convvae": ("configs/convvae_fashion.toml", [], (1, 28, 28)),
     "dcgan": ("configs/dcgan_fashion.toml", [], (1, 28, 28)),
     "ddpm": ("configs/ddpm_fashion.toml", [], (1, 28, 28)),
+    "ddpm-cpu": ("configs/ddpm_fashion_cpu.toml", [], (1, 28, 28)),
     "rbm": ("configs/rbm_fashion.toml", [], (1, 28, 28)),
     "ebm": ("configs/ebm_fashion.toml", [], (1, 28, 28)),
     "draw": ("configs/draw_fashion.toml", [], (1, 28, 28)),
@@ -67,12 +69,20 @@ def _bucket(event) -> str | None:
     return "matmul/conv" if event.name.startswith(MATMUL) else "elementwise/other"
 
 
-def _setup(name: str):
+@functools.lru_cache(maxsize=4)
+def _train_x(data_cfg_json: str) -> tuple[torch.Tensor, tuple[int, ...]]:
+    data = lvmkit.load_data(lvmkit.DataConfig.model_validate_json(data_cfg_json))
+    return data.train.x, tuple(data.shape)
+
+
+def _setup(name: str, real_data: bool = False):
+    """The family's model, optimizers and EMA as the loop builds them, and training inputs: the
+    config's own data set with ``real_data`` (or when the case names no shape), else uniform
+    noise of the data's shape (binarized where the config binarizes)."""
     path, overrides, shape = CASES[name]
     cfg = lvmkit.load_config(REPO / path, [*overrides, "train.device=cpu"])
-    if shape is None:
-        data = lvmkit.load_data(cfg.data)
-        x, shape = data.train.x, tuple(data.shape)
+    if shape is None or real_data:
+        x, shape = _train_x(cfg.data.model_dump_json())
     else:
         g = torch.Generator().manual_seed(0)
         x = torch.rand((2048, *shape), generator=g)
