@@ -159,3 +159,53 @@ def test_elbo_score_and_one_class_errors(trained_run, tmp_path):
         lvmkit.load_data(lvmkit.make_config({"data": {"normal_class": 42}}).data)
     with pytest.raises(DataError, match=r"--normal-class takes a class label or 'all'"):
         lvmkit.one_class(lvmkit.make_config({}), "shoes", tmp_path)
+
+
+def _tiny_run(tmp_path, name, model, **data):
+    cfg = lvmkit.make_config({"data": {"name": "digits", "limit": 300, **data}, "model": model,
+                              "train": {"epochs": 1, "batch_size": 64, "patience": 0, "device": "cpu"}})
+    return lvmkit.train(cfg, tmp_path / name, progress=False, report=False)
+
+
+def test_each_score_asks_for_what_it_calls(tmp_path, capsys):
+    """--score elbo of a DDPM is its variational bound; of an RBM (no bound) a one-line refusal
+    naming the scores an RBM supports; --score energy of an RBM is its free energy."""
+    ddpm = _tiny_run(tmp_path, "ddpm", {"kind": "ddpm", "timesteps": 10, "channels": [8]})
+    res = lvmkit.anomaly(ddpm, "elbo", [0.1], write=False)
+    # the score is minus the bound per example, 10 draws each: over the test split its mean is the
+    # bound that lvmkit evaluate computes (one draw per term, its own noise) within a few standard errors
+    model, test = ddpm.load_model(), ddpm.data().test
+    from lvmkit.analysis.anomaly import SCORES
+
+    scores = SCORES.get("elbo")()(model, test.x)
+    ev = lvmkit.evaluate(ddpm, write=False)
+    assert scores.shape == (len(test),) and res["n"] == len(test)
+    assert abs(scores.mean() - ev["nll_bound"]) < 4 * ev["nll_bound_se"] + 0.05 * abs(ev["nll_bound"])
+
+    rbm = _tiny_run(tmp_path, "rbm", {"kind": "rbm", "hidden": 6, "sample_steps": 5}, binarize="static")
+    capsys.readouterr()
+    assert main(["anomaly", str(rbm.path), "--score", "elbo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: The 'elbo' anomaly score needs a model that is a variational model (an evidence lower bound on "
+                   "log p(x)), but this RBM is not (its capabilities: encoder, generator, iterative-sampler, density, "
+                   "energy, filters); the scores this RBM supports are energy, latent-knn."]
+    model, x = rbm.load_model(), rbm.data().test.x
+    w, a, b = model.layer.W, model.layer.a, model.layer.b
+    flat = x.reshape(len(x), -1)
+    # F(v) = -a.v - sum_j log(1 + exp(b_j + (v W)_j)) (Hinton 2010, eq. 3 of "A practical guide")
+    free = -(flat @ a) - torch.nn.functional.softplus(flat @ w + b).sum(1)
+    np.testing.assert_allclose(SCORES.get("energy")()(model, x), free.detach().numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_a_deterministic_autoencoder_has_no_bound_and_says_why(tmp_path):
+    ae = _tiny_run(tmp_path, "ae", {"kind": "ae", "latent_dim": 2, "hidden": [16]})
+    with pytest.raises(lvmkit.ConfigError, match=r"The 'elbo' anomaly score needs a model that is a variational model .* "
+                                                 r"this Autoencoder is not \(its encoder is deterministic, so it has no "
+                                                 r"posterior to bound log p\(x\) with .*; the scores this Autoencoder "
+                                                 r"supports are latent-knn, recon, recon\+knn\."):
+        lvmkit.anomaly(ae, "elbo", write=False)
+
+
+def test_thresholds_need_normal_validation_examples():
+    with pytest.raises(DataError, match=r"the validation split is empty; set data.val_fraction above 0"):
+        thresholds_at_fpr(np.array([]), [0.1])

@@ -58,8 +58,33 @@ def test_dec_stops_when_assignments_settle(tmp_path):
 
 
 def test_model_clusters_need_a_clustering_run(trained_run):
-    with pytest.raises(lvmkit.DataError, match=r"--method model needs a run trained with a clustering objective"):
+    with pytest.raises(lvmkit.ConfigError, match=r"--method model needs a model that is a clustering model .*, but this "
+                                                 r"Autoencoder is not \(it was trained without a clustering objective "
+                                                 r"\(model.kind = 'dec' learns clusters\); its capabilities: encoder, "
+                                                 r"reconstructor, generator, density, evidence-bound, latent-decoder\); "
+                                                 r"use --method kmeans or gmm\."):
         lvmkit.cluster(trained_run, 10, method="model")
+
+
+def test_a_dec_run_has_clusters_only_once_its_clustering_stage_began(tmp_path):
+    """Clusters of its own are a capability of the instance: a DEC run stopped in pretraining
+    has none, and says why; past pretraining it clusters with its learned centres."""
+    from lvmkit.core.contract import ClusterModel, has
+
+    cfg = tiny_config(model={"kind": "dec", "latent_dim": 3, "hidden": [16], "clusters": 4, "pretrain_steps": 10**6},
+                      train={"epochs": 1})
+    run = lvmkit.train(cfg, tmp_path / "r", progress=False, report=False)
+    model = run.load_model()
+    assert not has(model, ClusterModel) and "clusters" not in lvmkit.capabilities(model)
+    with pytest.raises(lvmkit.ConfigError, match=r"its training stopped before the clustering stage began "
+                                                 r"\(model.pretrain_steps = 1000000\), so train it longer"):
+        lvmkit.cluster(run, 4, method="model")
+    x = run.data().test.x
+    model.update(run.data().train.x, 10**6)  # past pretraining: K-means centres on the codes
+    assert has(model, ClusterModel) and model.n_clusters == 4
+    codes = model.embed(x)
+    d2 = ((codes[:, None] - model.regularizer.centres[None]) ** 2).sum(-1)  # Student-t q is monotone in distance
+    assert torch.equal(model.predict_clusters(codes), d2.argmin(1))
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (6,)])

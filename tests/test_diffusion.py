@@ -11,7 +11,7 @@ import torch
 import lvmkit
 from lvmkit import ConfigError
 from lvmkit.models.diffusion.process import NOISE_SCHEDULES, GaussianDiffusion, discretized_gaussian_log_likelihood, normal_kl
-from lvmkit.models.diffusion.samplers import DDIM, Ancestral, make_sampler
+from lvmkit.models.diffusion.samplers import DDIM, SAMPLERS, Ancestral, ReverseProcess
 
 from conftest import run_cli
 
@@ -159,9 +159,10 @@ def test_with_the_true_noise_the_loss_is_zero_and_samplers_recover_x0(sampler):
     noise = torch.randn(1, 3)
     pred, _ = denoise(d.q_sample(x0, t, noise), t)
     assert float((pred - d.target_of(x0, noise, t)).pow(2).mean()) < 1e-10
-    x, chain = sampler.run(d, denoise, (5, 3), generator=torch.Generator().manual_seed(0), keep=3)
+    g = torch.Generator().manual_seed(0)
+    x, chain = sampler.run(ReverseProcess(d, denoise), torch.randn(5, 3, generator=g), generator=g, keep=3)
     torch.testing.assert_close(x, x0.expand(5, 3), atol=1e-4, rtol=1e-4)
-    assert chain[0][0] == f"t={sampler.timesteps(70)[0] + 1}" and chain[-1][0] == "x_0" and len(chain) == 4
+    assert chain[0][0] == f"t={sampler.timesteps(70)[0] + 1}" and chain[-1][0] == "x_0" and len(chain) == 3
 
 
 def _within_range(d):
@@ -180,27 +181,28 @@ def test_ddim_with_eta_one_and_all_steps_is_the_ancestral_sampler():
     for s in (24, 10, 1):
         pred, _ = den(x, torch.full((6,), s))
         noise = torch.randn(6, 2)
-        a = Ancestral().step(d, pred, None, x, s, s - 1, noise)
-        b = DDIM(25, 1.0).step(d, pred, None, x, s, s - 1, noise)
+        a = Ancestral().update(d, pred, None, x, s, s - 1, noise)
+        b = DDIM(25, 1.0).update(d, pred, None, x, s, s - 1, noise)
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert DDIM(25, 1.0).timesteps(25) == Ancestral().timesteps(25)
     # and the whole chains agree for the same noise
-    xa, _ = Ancestral().run(d, den, (4, 2), generator=torch.Generator().manual_seed(5))
-    xb, _ = DDIM(25, 1.0).run(d, den, (4, 2), generator=torch.Generator().manual_seed(5))
+    ga, gb = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    xa, _ = Ancestral().run(ReverseProcess(d, den), torch.randn(4, 2, generator=ga), generator=ga)
+    xb, _ = DDIM(25, 1.0).run(ReverseProcess(d, den), torch.randn(4, 2, generator=gb), generator=gb)
     torch.testing.assert_close(xa, xb, atol=1e-4, rtol=1e-4)
 
 
 def test_sampler_settings_are_checked():
     with pytest.raises(ConfigError, match=r"DDIM's eta must lie in \[0, 1\], got 1.5"):
-        make_sampler("ddim", 10, 1.5)
+        DDIM(10, 1.5)
     with pytest.raises(ConfigError, match=r"DDIM needs a positive number of steps, got 0"):
-        make_sampler("ddim", 0)
+        DDIM(0)
     with pytest.raises(ConfigError, match=r"DDIM steps \(80\) cannot exceed the model's T = 50"):
-        make_sampler("ddim", 80).run(_diffusion(50), _toy_denoise, (1, 1))
+        DDIM(80).run(ReverseProcess(_diffusion(50), _toy_denoise), torch.zeros(1, 1))
     with pytest.raises(ConfigError, match=r"The ancestral sampler takes all T = 50 steps, not 10"):
-        make_sampler("ancestral", 10).run(_diffusion(50), _toy_denoise, (1, 1))
+        Ancestral(10).run(ReverseProcess(_diffusion(50), _toy_denoise), torch.zeros(1, 1))
     with pytest.raises(ConfigError, match=r"Unknown sampler 'euler'"):
-        make_sampler("euler")
+        SAMPLERS.get("euler")
 
 
 def test_one_step_matches_diffusers_schedulers():
@@ -218,13 +220,13 @@ def test_one_step_matches_diffusers_schedulers():
         t = ours.timesteps(T)[i]
         t_prev = ours.timesteps(T)[i + 1] if i + 1 < 50 else -1
         ref = ddim.step(pred, t, x, eta=0.0).prev_sample
-        torch.testing.assert_close(ours.step(d, pred, None, x, t, t_prev, None), ref, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(ours.update(d, pred, None, x, t, t_prev, None), ref, atol=1e-5, rtol=1e-4)
     ddpm = diffusers.DDPMScheduler(num_train_timesteps=T, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
                                    clip_sample=True, variance_type="fixed_small")
     for t in (999, 500, 0):
         ref = ddpm.step(pred, t, x, generator=torch.Generator().manual_seed(7)).prev_sample
         noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
-        torch.testing.assert_close(Ancestral().step(d, pred, None, x, t, t - 1, noise), ref, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(Ancestral().update(d, pred, None, x, t, t - 1, noise), ref, atol=1e-5, rtol=1e-4)
 
 
 # -- the family -----------------------------------------------------------------------------------------
@@ -241,10 +243,31 @@ def test_bad_ddpm_configs(fields, message):
         lvmkit.make_config({"model": {"kind": "ddpm", **fields}})
 
 
+@torch.no_grad()
+def _ddim_by_hand(model, n, seed, steps, eta):
+    """DDIM (Song et al. 2021, eq. 12; eps-target network) written out, in [0, 1]: timesteps
+    (S - 1) c, ..., c, 0 with c = T // S, x0 clipped to [-1, 1]."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, *model.input_shape), generator=g)
+    abar = model.diffusion.abar.double()
+    c = model.diffusion.T // steps
+    ts = [c * i for i in range(steps - 1, -1, -1)]
+    for t, t_prev in zip(ts, ts[1:] + [None]):
+        eps = model.denoiser(x, torch.full((n,), t, dtype=torch.long))
+        a, a_prev = float(abar[t]), (float(abar[t_prev]) if t_prev is not None else 1.0)
+        x0 = ((x - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)  # x_t = sqrt(a) x0 + sqrt(1 - a) eps
+        sigma = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+        x = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev - sigma**2) * eps
+        if t_prev is not None and eta > 0:
+            x = x + sigma * torch.randn(x.shape, generator=g)
+    return ((x + 1) / 2).clamp(0, 1).numpy()
+
+
 def test_ddpm_trains_samples_and_bounds_on_digits(tmp_path):
     cfg = lvmkit.make_config({"data": {"name": "digits", "limit": 500},
                               "model": {"kind": "ddpm", "timesteps": 40, "channels": [8, 16], "sampler": "ddim", "sample_steps": 10},
-                              "train": {"epochs": 2, "batch_size": 64, "ema_decay": 0.9, "sample_every": 1}})
+                              "train": {"epochs": 2, "batch_size": 64, "ema_decay": 0.9, "ema_start": 0, "sample_every": 1}})
     run = lvmkit.train(cfg, tmp_path / "ddpm", progress=False)
     res = lvmkit.evaluate(run)
     # the bound is in nats for the whole image and per dimension in bits: consistent units
@@ -252,8 +275,13 @@ def test_ddpm_trains_samples_and_bounds_on_digits(tmp_path):
     assert res["n_test"] == 100 and len(res["vlb_terms"]) == 41 and res["nll_bound"] == pytest.approx(sum(res["vlb_terms"]), rel=1e-4)
     assert 0 < res["nll_bound_se"] < res["nll_bound"]
     a = lvmkit.sample(run, 6, seed=3, sampler="ddim", steps=5)
-    b = lvmkit.sample(run, 6, seed=3, sampler="ddim", steps=5)
-    assert a.shape == (6, 1, 8, 8) and np.array_equal(a, b) and a.min() >= 0 and a.max() <= 1
+    # the samples are Song et al.'s eq. 12 on the trained network, computed here independently:
+    # the first draw of the seed is x_T, then (eta > 0) one draw per step but the last
+    model = run.load_model("best")
+    assert a.shape == (6, 1, 8, 8)
+    np.testing.assert_allclose(a, _ddim_by_hand(model, 6, 3, 5, 0.0), atol=1e-5)
+    np.testing.assert_allclose(lvmkit.sample(run, 6, seed=3, sampler="ddim", steps=5, eta=0.5),
+                               _ddim_by_hand(model, 6, 3, 5, 0.5), atol=1e-5)
     assert list((run.path / "samples").glob("epoch_*.npy"))
     q = lvmkit.quality(run, 40, sampler="ddim", steps=5, eta=0.5, write=False)
     assert q["sampler"] == {"name": "ddim", "steps": 5, "eta": 0.5} and q["n_generated"] == 40 and q["weights"] == "ema"

@@ -33,14 +33,15 @@ def test_one_langevin_step_with_unit_noise_is_the_exact_ula_update():
     mu, s = torch.tensor([0.5, -1.0]), 0.7
     x = torch.randn(6, 2)
     sampler = Langevin(steps=1, step_size=0.05, noise=1.0, grad_clip=0.0)
-    new = sampler.step(_gaussian_energy(mu, s), x, torch.Generator().manual_seed(3))
+    energy = _gaussian_energy(mu, s)
+    new = sampler.step(energy, sampler.init(energy, x), torch.Generator().manual_seed(3)).x
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
     expected = x - 0.05 * (x - mu) / s**2 + math.sqrt(2 * 0.05) * z  # x - eps grad E + sqrt(2 eps) z
     torch.testing.assert_close(new, expected)
     # Clipping acts on each gradient component, bounds on the new state.
     clipped = Langevin(steps=1, step_size=0.05, noise=0.0, grad_clip=0.1, bounds=(-0.2, 0.2))
     grad = ((x - mu) / s**2).clamp(-0.1, 0.1)
-    torch.testing.assert_close(clipped.step(_gaussian_energy(mu, s), x), (x - 0.05 * grad).clamp(-0.2, 0.2))
+    torch.testing.assert_close(clipped.step(energy, clipped.init(energy, x)).x, (x - 0.05 * grad).clamp(-0.2, 0.2))
 
 
 @pytest.mark.parametrize("noise", [1.0, 0.5])
@@ -82,8 +83,8 @@ def test_bad_langevin_settings_and_sampler_choices_are_one_sentence_errors():
     with pytest.raises(ConfigError, match="step size must be positive, got 0"):
         Langevin(step_size=0.0)
     model = _ebm(langevin={"steps": 7})
-    assert model.make_sampler("langevin", 3).steps == 3 and model.make_sampler("langevin").steps == 7
-    with pytest.raises(ConfigError, match="Unknown gradient-based sampler 'ddim'; choose one of: langevin"):
+    assert model.make_sampler("langevin", steps=3).steps == 3 and model.make_sampler("langevin").steps == 7
+    with pytest.raises(ConfigError, match="Unknown sampler 'ddim' for this EBM; choose one of: langevin"):
         model.make_sampler("ddim")
     with pytest.raises(ConfigError, match="takes no eta"):
         model.make_sampler("langevin", eta=0.5)

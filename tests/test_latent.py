@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.pipeline import Pipeline
@@ -156,3 +157,75 @@ def test_thesis_protocol_labels_fifteen_percent_of_each_training_class_split_70_
     assert main(["probe", str(trained_run.path), "--protocol", "half"]) == 2
     assert "Unknown probe protocol 'half'" in capsys.readouterr().err
     assert "thesis protocol: 15% of each training class labelled" in lvmkit.write_report(trained_run).read_text()
+
+
+def test_new_data_outside_the_training_range_is_counted_in_a_warning(trained_run):
+    """lvmkit's digits are scikit-learn's pixels / 16: the raw pixels are 16x outside the
+    training range, and LatentEncoder says how many values are, keeping them as they are."""
+    import warnings
+
+    from sklearn.datasets import load_digits
+
+    raw = load_digits().data[:50]
+    enc = LatentEncoder(trained_run).fit()
+    outside = int(np.count_nonzero(raw > 1))  # the training range is [0, 1]; raw pixels run 0..16
+    assert outside > 0
+    with pytest.warns(lvmkit.LvmkitWarning, match=rf"^{outside} of {raw.size} values passed to LatentEncoder lie outside "
+                                                 r"the training data's range .* pixels / 16"):
+        z_raw = enc.transform(raw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scaled as the run's digits are: no warning
+        z = enc.transform(raw / 16)
+    scaled = torch.as_tensor(raw / 16, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    np.testing.assert_allclose(z, trained_run.load_model().embed(scaled).numpy(), rtol=1e-6)
+    assert not np.allclose(z_raw, z)  # kept, not clipped: the raw pixels give other codes
+    # the run's own splits are in range: probe and cluster read them without a warning
+    quiet = LatentEncoder(trained_run, warn_out_of_range=False).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet.transform(raw)
+
+
+def test_embed_takes_arrays_like_tensors_and_says_what_it_takes(trained_run):
+    model = trained_run.load_model()
+    x = trained_run.data().test.x[:5]
+    codes = model.embed(x)
+    torch.testing.assert_close(model.embed(x.numpy()), codes, rtol=0, atol=0)
+    torch.testing.assert_close(model.embed(x.numpy().astype(np.float64)), codes, rtol=0, atol=0)  # the model's dtype
+    with pytest.raises(TypeError, match=r"embed takes examples as a torch.Tensor \(or a NumPy array of numbers\) of shape "
+                                        r"\(batch, \*input_shape\); got str: pass torch.as_tensor"):
+        model.embed("digits")
+
+
+def test_pca_baseline_has_the_codes_width_or_every_component_the_data_has():
+    from lvmkit.analysis.probe import pca_baseline
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5))
+    pca, note = pca_baseline(x, 3)
+    assert pca.n_components_ == 3 and note is None
+    pca, note = pca_baseline(x, 8)  # codes wider than the 5 inputs: all 5 components, said so
+    assert pca.n_components_ == 5 and note == "PCA of 5 components: all the data has (the inputs have 5 values; the codes have 8 numbers)"
+    # every component: an invertible rotation, so the inputs come back exactly
+    np.testing.assert_allclose(pca.inverse_transform(pca.transform(x)), x, atol=1e-10)
+    pca, note = pca_baseline(x[:4], 8)
+    assert pca.n_components_ == 4 and note.startswith("PCA of 4 components: all the data has (the 4 training examples")
+
+
+def test_probe_and_cluster_say_when_pca_is_narrower_than_the_codes(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "t.npz", x=rng.random((150, 6), dtype=np.float32), y=rng.integers(0, 3, 150))
+    from conftest import tiny_config
+
+    run = lvmkit.train(tiny_config(data={"name": "npz", "path": str(tmp_path / "t.npz")}, model={"latent_dim": 9},
+                                   train={"epochs": 1}), tmp_path / "r", progress=False, report=False)
+    capsys.readouterr()
+    note = "pca: PCA of 6 components: all the data has (the inputs have 6 values; the codes have 9 numbers)"
+    assert main(["probe", str(run.path), "--labels", "3", "--repeats", "1"]) == 0
+    assert capsys.readouterr().err.strip() == note
+    probe = run.read_json("probe.json")
+    assert probe["widths"] == {"latent": 9, "raw": 6, "pca": 6}
+    assert main(["cluster", str(run.path), "--k", "3"]) == 0
+    assert capsys.readouterr().err.strip() == note
+    assert main(["report", str(run.path)]) == 0
+    assert "PCA of 6 components (all the data has)" in (run.path / "report.html").read_text()

@@ -11,7 +11,7 @@ from scipy import stats
 import lvmkit
 from lvmkit import ConfigError, LvmkitWarning
 from lvmkit.models.energy.boltzmann import RBMEnergy, _states, ais_log_z, exact_log_z
-from lvmkit.models.mcmc.chains import Gibbs, MetropolisHastings, make_chain_sampler
+from lvmkit.models.mcmc.chains import MCMC_SAMPLERS, Gibbs, MetropolisHastings
 
 from conftest import run_cli
 
@@ -113,7 +113,7 @@ def test_chains_sample_the_exact_distribution(sampler, steps):
     xs, p = _exact_marginal(r)
     g = torch.Generator().manual_seed(4)
     x0 = (torch.rand(20_000, 4, generator=g) < 0.5).double()
-    x, _ = sampler.run(r, x0, steps, g)
+    x, _ = sampler.replace(steps=steps).run(r, x0, generator=g)
     idx = (x.long() * (1 << torch.arange(4))).sum(1)
     counts = np.bincount(idx.numpy(), minlength=16)
     chi2 = stats.chisquare(counts, p.detach().numpy() * len(x))
@@ -150,7 +150,7 @@ def test_cd_gradient_approaches_the_exact_gradient_as_k_grows():
     assert errors[50] < 0.05 < errors[1]
     # the generic path (sample visible states, then score them) gives the same gradient
     torch.manual_seed(0)
-    neg, _ = Gibbs().run(r, data, 50)
+    neg, _ = Gibbs(steps=50).run(r, data)
     r.zero_grad()
     (r.free_energy(data).mean() - r.free_energy(neg).mean()).backward()
     assert float((-r.W.grad - exact).norm() / exact.norm()) < 0.05
@@ -172,9 +172,9 @@ def test_persistent_chains_continue_from_their_stored_states():
 
 def test_chain_sampler_settings():
     with pytest.raises(ConfigError, match=r"A chain needs a positive number of steps, got 0"):
-        make_chain_sampler("gibbs", 0)
+        Gibbs(steps=0)
     with pytest.raises(ConfigError, match=r"Unknown chain sampler 'hmc'"):
-        make_chain_sampler("hmc")
+        MCMC_SAMPLERS.get("hmc")
     with pytest.raises(ConfigError, match=r"model.cd_steps"):
         lvmkit.make_config({"model": {"kind": "rbm", "cd_steps": 0}})
     with pytest.raises(ConfigError, match=r"model.log_z = 'exact' enumerates 2\^64 states"):

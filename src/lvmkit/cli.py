@@ -81,6 +81,14 @@ def evaluate(
     typer.echo(str(Path(run) / "eval.json"))
 
 
+# Options of an iterative model's sampler (lvmkit sample, lvmkit quality): each is validated by the
+# sampler chosen; one that none of the model's samplers takes is refused in one line (exit 2).
+_SAMPLER_HELP = ("Iterative models: the sampler (ddpm: ancestral, ddim; rbm, dbn: gibbs, mh; ebm: langevin; "
+                 "default: the model's, or the one that takes the options given).")
+_STEPS_HELP = "Sampler steps (ddim: up to T; ancestral: all T only; gibbs, mh, langevin: any)."
+_ETA_HELP = "DDIM's eta in [0, 1]: 0 deterministic, 1 ancestral-like noise (only DDIM takes it)."
+
+
 @app.command()
 def sample(
     run: Annotated[Path, typer.Argument(help="Run directory.")],
@@ -88,9 +96,9 @@ def sample(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .png grid, .npy or .csv.")] = Path("samples.png"),
     seed: Annotated[int, typer.Option(help="Random seed of the prior draws.")] = 0,
     units: Annotated[str, typer.Option(help="model: as the model sees data (after data.scale); data: in the data's own units.")] = "model",
-    sampler: Annotated[Optional[str], typer.Option(help="Iterative models: the sampler (diffusion: ancestral or ddim; default: the model's).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Sampler steps (ddim: any number up to T; ancestral: all T).")] = None,
-    eta: Annotated[Optional[float], typer.Option(help="DDIM's eta in [0, 1]: 0 deterministic, 1 ancestral-like noise.")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help=_SAMPLER_HELP)] = None,
+    steps: Annotated[Optional[int], typer.Option(help=_STEPS_HELP)] = None,
+    eta: Annotated[Optional[float], typer.Option(help=_ETA_HELP)] = None,
     weights: Annotated[Optional[str], typer.Option(help="ema or raw (default: the EMA weights when the run kept them).")] = None,
 ) -> None:
     """Draw samples from a trained generator (VAE prior, GAN, diffusion, ...)."""
@@ -106,9 +114,9 @@ def quality(
     n: Annotated[int, typer.Option("--n", help="Number of generated examples to score.")] = 10000,
     seed: Annotated[int, typer.Option(help="Random seed of the samples.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
-    sampler: Annotated[Optional[str], typer.Option(help="Iterative models: the sampler (diffusion: ancestral or ddim; default: the model's).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Sampler steps (ddim: any number up to T).")] = None,
-    eta: Annotated[Optional[float], typer.Option(help="DDIM's eta in [0, 1].")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help=_SAMPLER_HELP)] = None,
+    steps: Annotated[Optional[int], typer.Option(help=_STEPS_HELP)] = None,
+    eta: Annotated[Optional[float], typer.Option(help=_ETA_HELP)] = None,
     weights: Annotated[Optional[str], typer.Option(help="ema or raw (default: the EMA weights when the run kept them).")] = None,
 ) -> None:
     """Sample quality: Frechet distance, precision and recall in a data-set classifier's features; RUN/quality.json."""
@@ -136,7 +144,7 @@ def report(
     typer.echo(str(write_report(run, embedding=embedding)))
 
 
-simulate_app = typer.Typer(help="Simulate detector events.", no_args_is_help=True)
+simulate_app = typer.Typer(help="Simulate detector events and Ising configurations.", no_args_is_help=True)
 convert_app = typer.Typer(help="Convert detector files into training sets.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(convert_app, name="convert")
@@ -166,6 +174,48 @@ def simulate_attpc(
     setup = AttpcSetup(**{k: v for k, v in given.items() if v is not None})  # checks the values; unset ones keep the experiment's
     typer.echo(str(simulate(reaction, n, out, seed, noise_events=noise_events, run=run, overwrite=force, setup=setup,
                             progress=not quiet)))
+
+
+def _float_list(text: str, option: str) -> list[float]:
+    """Comma-separated numbers, or START:STOP:COUNT for COUNT evenly spaced values."""
+    try:
+        if text.count(":") == 2:
+            start, stop, count = text.split(":")
+            k = int(count)
+            if k < 1:
+                raise ValueError
+            return [float(start) + i * (float(stop) - float(start)) / max(k - 1, 1) for i in range(k)]
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise LvmkitError(f"{option} takes comma-separated numbers such as 1.5,2.269,3.0 or START:STOP:COUNT such as "
+                          f"1.0:3.5:10; got {text!r}.") from None
+
+
+@simulate_app.command("ising")
+def simulate_ising(
+    size: Annotated[int, typer.Option("--size", "-L", help="Lattice side L (>= 2; odd L: three sublattices, since the checkerboard needs even L).")],
+    temperatures: Annotated[str, typer.Option(help="Temperatures in J / k_B: comma-separated, or START:STOP:COUNT.")],
+    n: Annotated[int, typer.Option("--n", help="Configurations per temperature.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for ising_L<size>.h5 and parts/ (one file per finished temperature).")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    field: Annotated[float, typer.Option(help="Magnetic field h (J = 1).")] = 0.0,
+    update: Annotated[str, typer.Option(help="metropolis (sublattice single-spin), wolff (clusters, h = 0) or auto (Wolff within 15% of T_c).")] = "auto",
+    chains: Annotated[Optional[int], typer.Option(help="Parallel chains per temperature (default min(n, 200)).")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: torch's).")] = None,
+    force: Annotated[bool, typer.Option(help="Simulate every temperature again, even those finished before.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-temperature lines.")] = False,
+) -> None:
+    """2-D Ising configurations by Monte Carlo; burn-in and spacing from the measured autocorrelation time; prints the file."""
+    from lvmkit.data.ising import simulate
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    temps = _float_list(temperatures, "--temperatures")
+    typer.echo(str(simulate(size, temps, n, out, seed=seed, field=field, update=update, chains=chains, device=device,
+                            overwrite=force, progress=not quiet)))
 
 
 @convert_app.command("attpc")
@@ -235,6 +285,8 @@ def probe(
         raise LvmkitError(f"Unknown probe protocol {protocol!r}; choose 'labels' or 'thesis'.")
     if protocol == "thesis":
         res = probe_thesis(run, repeats=repeats, seed=seed)
+        for name, note in res["notes"].items():
+            typer.echo(f"{name}: {note}", err=True)
         for name, r in res["results"].items():
             f1 = ", ".join(f"{c}: {m:.3f}" for c, m in zip(res["class_names"] or r["classes"], r["f1"]["mean"]))
             typer.echo(f"{name:>7} thesis protocol  macro f1 {r['macro_f1']['mean']:.3f} +- {r['macro_f1']['std']:.3f}  per class f1 {f1}")
@@ -243,6 +295,8 @@ def probe(
     res = _probe(run, _int_list(labels, "--labels"), repeats, seed=seed)
     for n, why in res["skipped"].items():
         typer.echo(f"skipped {n} labels/class: {why}", err=True)
+    for name, note in res["notes"].items():  # a baseline narrower than the codes
+        typer.echo(f"{name}: {note}", err=True)
     for name, by_n in res["results"].items():
         for n, r in by_n.items():
             typer.echo(f"{name:>7} {n:>5} labels/class  macro f1 {r['macro_f1']['mean']:.3f} +- {r['macro_f1']['std']:.3f}"
@@ -262,6 +316,8 @@ def cluster(
     from lvmkit.analysis.cluster import cluster as _cluster
 
     res = _cluster(run, k, method, seed=seed, metrics=metrics)
+    for name, note in res["notes"].items():  # a baseline narrower than the codes
+        typer.echo(f"{name}: {note}", err=True)
     for name, r in res["results"].items():
         if "acc" in r:
             typer.echo(f"{name:>7} ({r['method']})  ACC {r['acc']:.3f}  NMI {r['nmi']:.3f}  ARI {r['ari']:.3f}")

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from lvmkit.data import prepare_like
 from lvmkit.core.errors import DataError, LvmkitWarning
-from lvmkit.core.contract import AbstractModel, DensityModel, Encoder, EnergyModel, Reconstructor, require
+from lvmkit.core.contract import AbstractModel, Encoder, EnergyModel, EvidenceBound, Reconstructor, has, require
 from lvmkit.core.registry import Registry
 from lvmkit.runs.run import Run
 
@@ -28,7 +28,7 @@ SCORES: Registry[Callable[[], "AnomalyScore"]] = Registry("anomaly score")
 class AnomalyScore(abc.ABC):
     """A per-example anomaly score (higher = more anomalous), fitted on normal data."""
 
-    #: the capabilities a model needs for this score
+    #: the capabilities whose methods the score calls; a model must offer every one
     needs: tuple[type, ...] = ()
 
     def fit(self, model: AbstractModel, train_x: Tensor, val_x: Tensor) -> "AnomalyScore":
@@ -57,12 +57,14 @@ class ReconScore(AnomalyScore):
 
 @SCORES.register("elbo")
 class ElboScore(AnomalyScore):
-    """Negative ELBO, averaged over 10 posterior draws: an upper bound on -log p(x)."""
+    """Minus the evidence lower bound (a VAE's or DRAW's ELBO, a diffusion model's variational
+    bound), averaged over the model's ``elbo_draws`` draws (10 for a VAE): an upper bound on -log p(x)."""
 
-    needs = (DensityModel,)
+    needs = (EvidenceBound,)
 
     def __call__(self, model, x):
-        return _batched(lambda b: -torch.stack([model.elbo(b)["elbo"] for _ in range(10)]).mean(0), x)
+        draws = model.elbo_draws
+        return _batched(lambda b: -torch.stack([model.elbo(b)["elbo"] for _ in range(draws)]).mean(0), x)
 
 
 @SCORES.register("energy")
@@ -77,9 +79,10 @@ class EnergyScore(AnomalyScore):
 
 @SCORES.register("latent-knn")
 class LatentKNNScore(AnomalyScore):
-    needs = (Encoder,)
+    """Mean distance of an example's code to its 5 nearest codes of normal training data (fewer
+    when the training split has fewer examples)."""
 
-    """Mean distance of an example's code to its 5 nearest codes of normal training data."""
+    needs = (Encoder,)
 
     def __init__(self, k: int = 5) -> None:
         self.k = k
@@ -87,6 +90,9 @@ class LatentKNNScore(AnomalyScore):
     def fit(self, model, train_x, val_x):
         from sklearn.neighbors import NearestNeighbors
 
+        if len(train_x) == 0:
+            raise DataError("The latent-knn score needs normal training examples to measure distances to, but the "
+                            "training split is empty; train on more data.")
         self.index_ = NearestNeighbors(n_neighbors=min(self.k, len(train_x))).fit(_batched(model.embed, train_x))
         return self
 
@@ -96,10 +102,10 @@ class LatentKNNScore(AnomalyScore):
 
 @SCORES.register("recon+knn")
 class CombinedScore(AnomalyScore):
-    needs = (Reconstructor, Encoder)
-
     """Reconstruction error plus latent kNN distance, each standardised by its mean and standard
     deviation on normal validation data: anomalies far from the data in pixel or code space."""
+
+    needs = (Reconstructor, Encoder)
 
     def __init__(self) -> None:
         self.parts = [ReconScore(), LatentKNNScore()]
@@ -115,6 +121,23 @@ class CombinedScore(AnomalyScore):
         return sum((p(model, x) - m) / s for p, (m, s) in zip(self.parts, self.stats_))
 
 
+def supported_scores(model) -> list[str]:
+    """The registered scores ``model`` offers every capability for."""
+    return [name for name in SCORES if all(has(model, need) for need in SCORES.get(name).needs)]
+
+
+def require_score(model, score_name: str) -> type[AnomalyScore]:
+    """The score class ``score_name``, or a one-sentence ConfigError when ``model`` lacks what it
+    calls, naming the scores this model supports."""
+    score_cls = SCORES.get(score_name)
+    others = supported_scores(model)
+    advice = (f"the scores this {type(model).__name__} supports are {', '.join(others)}" if others else
+              f"this {type(model).__name__} supports none of lvmkit's anomaly scores ({', '.join(SCORES)})")
+    for capability in score_cls.needs:
+        require(model, capability, f"The {score_name!r} anomaly score", advice)
+    return score_cls
+
+
 def thresholds_at_fpr(normal_scores: np.ndarray, target_fpr: list[float]) -> dict[float, float]:
     """For each rate r, the smallest threshold t with mean(normal_scores > t) <= r.
 
@@ -124,6 +147,9 @@ def thresholds_at_fpr(normal_scores: np.ndarray, target_fpr: list[float]) -> dic
     out = {}
     s = np.sort(normal_scores)
     n = len(s)
+    if n == 0:
+        raise DataError("Thresholds are chosen on normal validation examples, but the validation split is empty; "
+                        "set data.val_fraction above 0 (or train on more data).")
     for r in target_fpr:
         if not 0 < r < 1:
             raise DataError(f"Target false-positive rates must lie in (0, 1); got {r}.")
@@ -165,16 +191,17 @@ def anomaly(run: Run | str | Path, score_name: str = "recon", target_fpr: list[f
     run's seed, as in :func:`lvmkit.evaluate`, so repeated calls give the same numbers.
 
     Raises:
+        ConfigError: an unknown score, or one whose capabilities the model lacks (the message
+            names the scores it supports).
         DataError: unreadable ``data_file``, labels that are not 0/1 without ``anomaly_label``,
             an ``anomaly_label`` the labels do not hold, or only one kind of test example.
     Warns:
         LvmkitWarning: a target rate below 1 / (number of normal validation examples).
     """
     run = run if isinstance(run, Run) else Run.open(run)
-    score_cls = SCORES.get(score_name)  # fail early on an unknown name
+    SCORES.get(score_name)  # fail early on an unknown name
     model = run.load_model("best")
-    for capability in score_cls.needs:
-        require(model, capability, f"The {score_name!r} anomaly score")
+    score_cls = require_score(model, score_name)
     data = run.data()
     if data_file is not None:
         p = Path(data_file)
@@ -204,7 +231,7 @@ def anomaly(run: Run | str | Path, score_name: str = "recon", target_fpr: list[f
         is_anomaly = None if (normal is None or data.test.y is None) else (data.test.y.numpy() != normal)
     model.eval()
     torch.manual_seed(run.config.train.seed + 1)  # stochastic scores (elbo) repeat, as in evaluate
-    scorer = SCORES.get(score_name)().fit(model, data.evaluated_train().x, data.val.x)
+    scorer = score_cls().fit(model, data.evaluated_train().x, data.val.x)
     val_scores, test_scores = scorer(model, data.val.x), scorer(model, x)
     thr = thresholds_at_fpr(val_scores, list(target_fpr))
     out: dict = {"score": score_name, "n": len(test_scores), "normal_class": run.config.data.normal_class,

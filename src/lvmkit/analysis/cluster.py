@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.mixture import GaussianMixture
 
+from lvmkit.core.contract import ClusterModel, as_model_tensor, require
 from lvmkit.core.errors import DataError
 from lvmkit.core.registry import Registry
 from lvmkit.runs.run import Run
@@ -50,35 +50,55 @@ def fit_predict(method: str, features: np.ndarray, k: int, seed: int = 0) -> np.
         raise DataError(f"The number of clusters must be at least 2, got {k}; pass e.g. --k 10.")
     if k > len(features):
         raise DataError(f"Cannot form {k} clusters from {len(features)} examples; pass a smaller --k.")
-    return np.asarray(CLUSTERERS.get(method)(k, seed).fit_predict(features))
+    try:
+        return np.asarray(CLUSTERERS.get(method)(k, seed).fit_predict(features))
+    except ValueError as err:  # a mixture whose components collapse: ill-defined covariances
+        raise DataError(f"Clustering {len(features)} codes of width {features.shape[1]} into {k} groups with {method!r} "
+                        f"failed ({' '.join(str(err).split())}); pass a smaller --k or --method kmeans.") from None
 
 
 def cluster(run: Run | str | Path, k: int, method: str = "kmeans", *, seed: int = 0, metrics: bool | None = None,
             baselines: bool = True, write: bool = True) -> dict:
     """Cluster the test split's codes (and, as baselines, raw inputs and PCA codes with K-means).
 
-    ``metrics``: None computes them when labels exist; True demands labels.
-    Writes ``RUN/cluster.json`` and a confusion-matrix figure.
+    ``metrics``: None computes them when labels exist; True demands labels. ``method = "model"``
+    takes the clusters the model learned itself (a :class:`~lvmkit.core.contract.ClusterModel`:
+    DEC). PCA has the codes' width, or every component the data has when the codes are wider
+    (then ``"notes"`` says so). Writes ``RUN/cluster.json`` and a confusion-matrix figure.
+
+    Raises:
+        ConfigError: the model is not an encoder, or ``method = "model"`` for a model without
+            clusters of its own; an unknown method.
+        DataError: ``metrics`` without labels, a ``k`` the codes cannot be split into (or, with
+            ``"model"``, other than the model's number of clusters).
     """
     from lvmkit.analysis.latent import LatentEncoder
+    from lvmkit.analysis.probe import pca_baseline
 
     run = run if isinstance(run, Run) else Run.open(run)
     if method != "model":
         CLUSTERERS.get(method)
+    enc = LatentEncoder(run, warn_out_of_range=False).fit()  # the run's own splits: counted when loaded
+    if method == "model":
+        require(enc.model_, ClusterModel, "--method model", "use --method kmeans or gmm")
+        if enc.model_.n_clusters != k:
+            raise DataError(f"This run's model learned {enc.model_.n_clusters} clusters; pass --k {enc.model_.n_clusters} "
+                            "with --method model.")
     data = run.data()
     y = None if data.test.y is None else data.test.y.numpy()
     if metrics and y is None:
         raise DataError(f"Clustering metrics need labels, but the data of run {str(run.path)!r} has none; drop --metrics.")
-    enc = LatentEncoder(run).fit()
     x = data.test.x.numpy()
     feats = {"latent": (method, enc.transform(x))}
+    notes = {}
     if baselines:
         flat = x.reshape(len(x), -1)
         train_x = data.evaluated_train().x.numpy()
-        train_flat = train_x.reshape(train_x.shape[0], -1)
-        pca = PCA(enc.model_.latent_dim, random_state=seed).fit(train_flat)
+        pca, note = pca_baseline(train_x.reshape(train_x.shape[0], -1), enc.model_.latent_dim, seed)
+        if note:
+            notes["pca"] = note
         feats.update({"raw": ("kmeans", flat), "pca": ("kmeans", pca.transform(flat))})
-    out: dict = {"k": k, "method": method, "n": len(x), "class_names": data.class_names, "results": {}}
+    out: dict = {"k": k, "method": method, "n": len(x), "class_names": data.class_names, "results": {}, "notes": notes}
     for name, (how, f) in feats.items():
         pred = _model_clusters(enc.model_, f, k) if how == "model" else fit_predict(how, f, k, seed)
         res: dict = {"method": how, "sizes": np.bincount(pred, minlength=k).tolist()}
@@ -98,19 +118,12 @@ def cluster(run: Run | str | Path, k: int, method: str = "kmeans", *, seed: int 
     return out
 
 
-def _model_clusters(model, codes: np.ndarray, k: int) -> np.ndarray:
-    """Clusters learned by a clustering objective (DEC): the argmax of its soft assignments."""
+def _model_clusters(model: ClusterModel, codes: np.ndarray, k: int) -> np.ndarray:
+    """The clusters the model learned itself (checked in :func:`cluster`)."""
     import torch
 
-    reg = model.regularizer
-    if not hasattr(reg, "predict"):
-        raise DataError("--method model needs a run trained with a clustering objective (model.kind = 'dec'); "
-                        "this run has none, so use --method kmeans or gmm.")
-    if reg.clusters != k:
-        raise DataError(f"This run's model learned {reg.clusters} clusters; pass --k {reg.clusters} with --method model.")
-    if not int(reg.started):
-        raise DataError("This run stopped before its clustering stage began (model.pretrain_steps); train it longer.")
-    return reg.predict(torch.as_tensor(codes)).numpy()
+    with torch.no_grad():
+        return model.predict_clusters(as_model_tensor(model, codes, "--method model")).cpu().numpy()
 
 
 def _contingency(y: np.ndarray, pred: np.ndarray) -> np.ndarray:

@@ -101,9 +101,9 @@ def _sampler(model: IterativeGenerator, cfg, choice: dict | None = None) -> dict
     ``lvmkit quality`` records one (None: the model's default), resolved as
     :func:`~lvmkit.analysis.sampling.sampler_for` resolves it."""
     name, steps, eta = ((choice or {}).get(k) for k in ("name", "steps", "eta"))
-    if name is not None or eta is not None:  # a chosen sampler (sampler_for's default name: ddim)
-        name = name or "ddim"
-        s = model.make_sampler(name, steps, eta)
+    if name is not None or eta is not None:  # a chosen sampler (without a name: the one that takes eta)
+        s = model.make_sampler(name, steps=steps, eta=eta)
+        name = s.name
     else:
         s = getattr(model, "default_sampler", None)
         name = getattr(cfg.model, "sampler", None) or (type(s).__name__ if s is not None else "the model's default")

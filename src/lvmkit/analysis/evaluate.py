@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from lvmkit.core.contract import Forecaster
+from lvmkit.core.contract import Forecaster, has
 from lvmkit.runs.run import Run
 from lvmkit.data import Split
 from lvmkit.training.train import mean_loss, resolve_device
@@ -35,7 +35,7 @@ def evaluate(run: Run | str | Path, k: int | None = None, *, batch_size: int | N
     result.update({f"test_{name}": v for name, v in mean_loss(model, test, 256).items()})
     # Each family brings its own test metrics (likelihood estimates, forecast errors, ...);
     # forecasters report errors in the data's own units through the training split's scaling.
-    extra = {"scaler": run.scaler()} if isinstance(model, Forecaster) else {}
+    extra = {"scaler": run.scaler()} if has(model, Forecaster) else {}
     result.update(model.evaluate_split(test, k=k, batch_size=batch_size, **extra))
     if write:
         run.write_json("eval.json", result)

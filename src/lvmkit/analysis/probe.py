@@ -2,7 +2,8 @@
 
 The thesis protocol (Solli 2019): n labelled examples per class drawn from the training split
 (stratified, repeated with different draws), a logistic regression fitted on them, scored on
-the whole test split; the same probe on raw inputs and on PCA codes of equal width as baselines.
+the whole test split; the same probe on raw inputs and on PCA codes of equal width as baselines
+(or of every component the data has, when the codes are wider than that: DRAW's codes of all steps).
 """
 from __future__ import annotations
 
@@ -31,6 +32,18 @@ def stratified_draw(y: np.ndarray, n_per_class: int, rng: np.random.Generator) -
             )
         out.append(rng.choice(idx, n_per_class, replace=False))
     return np.concatenate(out)
+
+
+def pca_baseline(flat_train: np.ndarray, width: int, seed: int = 0) -> tuple[PCA, str | None]:
+    """PCA fitted on ``flat_train`` (N, D) with ``width`` components, the codes' width, or with
+    min(N, D) when the data allow fewer (scikit-learn's limit); then also a note saying so."""
+    n, d = flat_train.shape
+    allowed = min(n, d)
+    note = None
+    if width > allowed:
+        source = f"the inputs have {d} values" if d <= n else f"the {n} training examples allow no more"
+        note = f"PCA of {allowed} components: all the data has ({source}; the codes have {width} numbers)"
+    return PCA(min(width, allowed), random_state=seed).fit(flat_train), note
 
 
 def _fit_probe(train_x: np.ndarray, train_y: np.ndarray):
@@ -79,9 +92,12 @@ def probe(run: Run | str | Path, labels: list[int] = (10, 100, 1000), repeats: i
     """Few-label probes on a run's test split; writes ``RUN/probe.json`` and a learning-curve figure.
 
     A budget larger than the smallest class's training examples is skipped and noted under
-    ``"skipped"`` (budget -> reason); ``"labels"`` lists the budgets probed.
+    ``"skipped"`` (budget -> reason); ``"labels"`` lists the budgets probed; ``"widths"`` the
+    width of each representation, and ``"notes"`` (name -> sentence) a baseline narrower than
+    asked (PCA of every component the data has, when the codes are wider).
 
     Raises:
+        ConfigError: the run's model is not an encoder.
         DataError: no labels, non-positive budgets or repeats, or no budget the data can supply.
     """
     from lvmkit.analysis.latent import LatentEncoder
@@ -90,6 +106,7 @@ def probe(run: Run | str | Path, labels: list[int] = (10, 100, 1000), repeats: i
     labels = sorted({int(n) for n in labels})
     if not labels or labels[0] <= 0 or repeats <= 0:
         raise DataError(f"Probe label counts and repeats must be positive; got labels={labels}, repeats={repeats}.")
+    enc = LatentEncoder(run, warn_out_of_range=False).fit()  # a model without codes is refused first
     data = run.data()
     if data.train.y is None or data.test.y is None:
         raise DataError(f"The data of run {str(run.path)!r} has no labels, so probe metrics cannot be computed; supply labels (data.y_key).")
@@ -101,19 +118,21 @@ def probe(run: Run | str | Path, labels: list[int] = (10, 100, 1000), repeats: i
         raise DataError(f"Class {classes[smallest]} has only {counts[smallest]} labelled training examples, fewer than the "
                         f"{labels[0]} per class asked for; ask for fewer labels (e.g. --labels 10,50).")
     labels = [n for n in labels if str(n) not in skipped]
-    enc = LatentEncoder(run).fit()
     xtr, xte = data.evaluated_train().x.numpy(), data.test.x.numpy()
     train = {"latent": enc.transform(xtr)}
     test = {"latent": enc.transform(xte)}
+    notes = {}
     if baselines:
         flat_tr, flat_te = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
-        pca = PCA(enc.model_.latent_dim, random_state=seed).fit(flat_tr)
+        pca, note = pca_baseline(flat_tr, enc.model_.latent_dim, seed)
+        if note:
+            notes["pca"] = note
         train.update(raw=flat_tr, pca=pca.transform(flat_tr))
         test.update(raw=flat_te, pca=pca.transform(flat_te))
     results = run_probe(train, test, data.train.y.numpy(), data.test.y.numpy(), labels, repeats, seed)
     widths = {name: int(np.prod(f.shape[1:])) for name, f in train.items()}
     out = {"labels": labels, "repeats": repeats, "n_test": len(xte), "class_names": data.class_names, "results": results,
-           "skipped": skipped, "widths": widths}
+           "skipped": skipped, "widths": widths, "notes": notes}
     if write:
         run.write_json("probe.json", out)
         from lvmkit.report import figures
@@ -170,21 +189,21 @@ def probe_thesis(run: Run | str | Path, fraction: float = 0.15, test_share: floa
         raise DataError(f"The thesis protocol needs 0 < fraction <= 1, 0 < test_share < 1 and repeats > 0; got "
                         f"fraction={fraction}, test_share={test_share}, repeats={repeats}.")
     run = run if isinstance(run, Run) else Run.open(run)
+    enc = LatentEncoder(run, warn_out_of_range=False).fit()  # the run's own splits: counted when loaded
     data = run.data()
     if data.train.y is None:
         raise DataError(f"The data of run {str(run.path)!r} has no labels, so probe metrics cannot be computed; supply labels (data.y_key).")
-    enc = LatentEncoder(run).fit()
     x = data.evaluated_train().x.numpy()
     y = data.train.y.numpy()
     flat = x.reshape(len(x), -1)
-    feats = {"latent": enc.transform(x), "raw": flat,
-             "pca": PCA(enc.model_.latent_dim, random_state=seed).fit(flat).transform(flat)}
+    pca, note = pca_baseline(flat, enc.model_.latent_dim, seed)
+    feats = {"latent": enc.transform(x), "raw": flat, "pca": pca.transform(flat)}
     results = {name: thesis_scores(f, y, fraction, test_share, repeats, seed)["test"] for name, f in feats.items()}
     n_train, n_test = (len(i) for i in thesis_split(y, fraction, test_share, np.random.default_rng(seed)))
     out = {"protocol": "thesis", "fraction": fraction, "test_share": test_share, "repeats": repeats,
            "n_classifier_train": n_train, "n_classifier_test": n_test, "split": "train",
            "class_names": data.class_names, "results": results,
-           "widths": {name: int(f.shape[1]) for name, f in feats.items()}}
+           "widths": {name: int(f.shape[1]) for name, f in feats.items()}, "notes": {"pca": note} if note else {}}
     if write:
         run.write_json("probe_thesis.json", out)
     return out

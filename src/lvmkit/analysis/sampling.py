@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from lvmkit.core.errors import ConfigError
-from lvmkit.core.contract import Forecaster, Generator, IterativeGenerator, require
+from lvmkit.core.contract import Forecaster, Generator, IterativeGenerator, has, require
 from lvmkit.runs.run import Run
 
 
@@ -22,15 +22,19 @@ def ema_choice(weights: str | None) -> bool | None:
 
 def sampler_for(model, sampler: str | None = None, steps: int | None = None,
                 eta: float | None = None) -> Callable[[int, torch.Generator], torch.Tensor]:
-    """``draw(n, generator)`` for ``model`` with the sampler named (iterative models only; None:
-    the model's default, with ``steps`` if given). Raises ConfigError for a sampler choice on a
-    one-pass generator or for settings the sampler rejects."""
+    """``draw(n, generator)`` for ``model`` with the sampler named and its options (iterative
+    models only; ``sampler`` None: the model's default if it takes the options given, else the
+    first of its samplers that does). The choice is checked before anything is drawn: a
+    ConfigError for a sampler choice on a one-pass generator, an option no sampler of the
+    model takes (``eta`` of an RBM), or a value the sampler rejects. A one-pass generator
+    ignores ``steps``."""
     if sampler is not None or eta is not None:
         require(model, IterativeGenerator, "Choosing a sampler (--sampler, --eta)",
                 "leave them out: this model draws its samples in one pass")
-        chosen = model.make_sampler(sampler or "ddim", steps, eta)
-        return lambda n, g: model.sample(n, generator=g, sampler=chosen)
-    return lambda n, g: model.sample(n, steps=steps, generator=g)
+    if (sampler is None and steps is None and eta is None) or not has(model, IterativeGenerator):
+        return lambda n, g: model.sample(n, steps=steps, generator=g)
+    chosen = model.make_sampler(sampler, steps=steps, eta=eta)
+    return lambda n, g: model.sample(n, generator=g, sampler=chosen)
 
 
 def sample(run: Run | str | Path, n: int = 64, out: str | Path | None = None, *, seed: int = 0,
@@ -42,8 +46,9 @@ def sample(run: Run | str | Path, n: int = 64, out: str | Path | None = None, *,
     maps them back to the data's own units with the training split's scaling. With ``out``,
     also write them: ``.png`` as an image grid (image data only, model units), ``.npy`` as an
     array, ``.csv`` as rows (tabular data only). ``sampler``, ``steps`` and ``eta`` choose an
-    iterative model's sampler (diffusion: ``"ancestral"`` or ``"ddim"``); None keeps the
-    model's default.
+    iterative model's sampler and its options (diffusion: ``"ancestral"`` or ``"ddim"``; RBM and
+    DBN: ``"gibbs"`` or ``"mh"``; EBM: ``"langevin"``); None keeps the model's default, and an
+    option none of its samplers takes is refused (:func:`sampler_for`).
     """
     if n <= 0:
         raise ConfigError(f"The number of samples must be positive, got {n}; pass e.g. --n 64.")

@@ -5,14 +5,16 @@ A family implements :class:`AbstractModel`: ``forward`` is its objective (pure: 
 evaluation call it), ``training_step`` is one optimisation step (the only place where state
 outside the gradient may change), ``optimizer_groups`` names the parameters each optimizer
 owns. What a trained model can do beyond that is declared by inheriting capability interfaces
-(:class:`Encoder`, :class:`Generator`, ...), and every consumer (``lvmkit sample``, probes,
-the report, the sample-quality measure) checks ``isinstance(model, Generator)``, never a family.
+(:class:`Encoder`, :class:`Generator`, ...), which an instance may lack (:meth:`AbstractModel.lacks`),
+and every consumer (``lvmkit sample``, probes, the report, the sample-quality measure) asks
+``has(model, Generator)`` or ``require(...)``, never for a family.
 """
 from __future__ import annotations
 
 import abc
+import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -99,16 +101,72 @@ class AbstractModel(nn.Module, abc.ABC):
         early stopping waits for the final objective."""
         return True
 
+    def lacks(self, capability: type) -> str | None:
+        """Why this instance does not offer ``capability`` although its class declares it, or
+        None when it does (scikit-learn's ``available_if``, per capability): a deterministic
+        autoencoder is no density model, an autoencoder trained without DEC's objective has no
+        clusters of its own. Consumers ask :func:`has` or :func:`require`, which consult this;
+        a family whose capabilities depend on its configuration overrides it. The reason is a
+        clause that completes "this model is not one: ..." (what it lacks, and what has it)."""
+        return None
+
 
 # -- capabilities ----------------------------------------------------------------------------
 class Encoder(abc.ABC):
-    """Maps examples to codes: probes, clustering, anomaly scores on codes, ``LatentEncoder``."""
+    """Maps examples to codes: probes, clustering, anomaly scores on codes, ``LatentEncoder``.
+
+    Every family's ``embed`` also takes a NumPy array (or nested lists): the interface converts
+    it to a tensor of the model's dtype on the model's device before the family's code runs.
+    """
 
     latent_dim: int
 
     @abc.abstractmethod
     def embed(self, x: Tensor) -> Tensor:
-        """Deterministic codes (batch, latent_dim): posterior means where there is a posterior."""
+        """Deterministic codes (batch, latent_dim): posterior means where there is a posterior.
+
+        Args:
+            x: examples (batch, *input_shape) in the model's units (after the run's data
+                scaling), as a tensor or an array.
+        """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        embed = cls.__dict__.get("embed")
+        if callable(embed) and not getattr(embed, "__isabstractmethod__", False):
+            cls.embed = _tensor_input(embed)
+
+
+def _tensor_input(embed: Callable) -> Callable:
+    """``embed`` that first turns an array argument into a tensor like the model's parameters."""
+    if getattr(embed, "_takes_arrays", False):
+        return embed
+
+    @functools.wraps(embed)
+    def wrapper(self, x, *args, **kwargs):
+        if not isinstance(x, Tensor):
+            x = as_model_tensor(self, x, "embed")
+        return embed(self, x, *args, **kwargs)
+
+    wrapper._takes_arrays = True
+    return wrapper
+
+
+def as_model_tensor(model: nn.Module, x: Any, what: str) -> Tensor:
+    """``x`` (an array or nested lists of numbers) as a tensor of ``model``'s floating dtype on
+    its device; raises TypeError naming ``what`` for anything else."""
+    import numpy as np
+
+    try:
+        arr = np.asarray(x)
+    except Exception:  # ragged lists and the like
+        arr = np.asarray(None, dtype=object)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{what} takes examples as a torch.Tensor (or a NumPy array of numbers) of shape "
+                        f"(batch, *input_shape); got {type(x).__name__}: pass torch.as_tensor(x, dtype=torch.float32).")
+    ref = next((p for p in model.parameters() if p.is_floating_point()), None)
+    dtype, device = (ref.dtype, ref.device) if ref is not None else (torch.float32, torch.device("cpu"))
+    return torch.as_tensor(arr, dtype=dtype, device=device)
 
 
 class Reconstructor(abc.ABC):
@@ -120,7 +178,13 @@ class Reconstructor(abc.ABC):
 
 
 class Generator(abc.ABC):
-    """Draws new examples: ``lvmkit sample``, sample grids, ``lvmkit quality``."""
+    """Draws new examples: ``lvmkit sample``, sample grids, ``lvmkit quality``.
+
+    ``trained_prior`` is False for a generator whose draws start from a prior the model was
+    never trained to match (a deterministic autoencoder decoding N(0, I) codes): figures say so.
+    """
+
+    trained_prior: bool = True
 
     @abc.abstractmethod
     def sample(self, n: int, *, steps: int | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -136,20 +200,51 @@ class Generator(abc.ABC):
 
 class IterativeGenerator(Generator):
     """A generator whose draws come from an iterative sampler chosen at call time (diffusion:
-    ancestral or DDIM; energy models: Gibbs, Metropolis-Hastings, Langevin)."""
+    ancestral or DDIM; energy models: Gibbs, Metropolis-Hastings, Langevin).
+
+    Samplers share one interface (``lvmkit.models.mcmc.base.AbstractSampler``: an object holding
+    its configuration, with ``init``/``step``/``run`` passing the chain in and out), and each
+    declares the options a caller may change (``options``: DDIM's steps and eta, ...). A family
+    lists the samplers it supports in :attr:`samplers`, its default first; options are
+    validated by the sampler chosen, so a request no sampler of the family takes (``eta`` of an
+    RBM) is refused in one sentence naming the family's samplers and their options.
+    """
+
+    @property
+    @abc.abstractmethod
+    def samplers(self) -> Mapping[str, Any]:
+        """The samplers this model draws with, by name, its default first, each holding this
+        model's settings (its config's step count, a data range)."""
+
+    @property
+    def default_sampler(self) -> Any:
+        """The sampler :meth:`sample` uses when given none: the first of :attr:`samplers`."""
+        return next(iter(self.samplers.values()))
 
     @abc.abstractmethod
-    def make_sampler(self, name: str, steps: int | None = None, eta: float | None = None) -> Any:
-        """The sampler ``name`` with its settings (None: the sampler's defaults), checked against
-        this model; raises ConfigError naming the valid choices."""
+    def make_sampler(self, name: str | None = None, **options: Any) -> Any:
+        """One of :attr:`samplers` with ``options`` replacing its settings, checked against this
+        model (DDIM's steps against T).
+
+        Args:
+            name: a key of :attr:`samplers`; None: the default sampler if it takes every option
+                given, else the first that does (``eta`` alone chooses a diffusion's DDIM).
+            options: settings the sampler declares, e.g. ``steps=50, eta=0.5``; None values
+                leave a setting as it is.
+
+        Raises:
+            ConfigError: one sentence naming this model's samplers and the options each takes,
+                for an unknown name or an option the sampler (without a name: every sampler)
+                does not take; the sampler's own sentence for a value it rejects.
+        """
 
     @abc.abstractmethod
     def sample(self, n: int, *, steps: int | None = None, generator: torch.Generator | None = None,
                sampler: Any = None, keep: int = 0) -> Any:
         """As :meth:`Generator.sample`, with ``sampler`` from :meth:`make_sampler` (None: the
-        model's default sampler). With ``keep`` > 0, returns (samples, chain): ``keep`` states
-        (label, x) of the chain in the data's scale, from the first to the last, each labelled
-        for a figure ("t=1000", "step 20")."""
+        model's default sampler); ``steps`` replaces the sampler's step count. With ``keep`` > 0,
+        returns (samples, chain): ``keep`` states (label, x) of the chain in the data's scale,
+        from the first to the last, each labelled for a figure ("t=1000", "step 20")."""
 
 
 class EnergyModel(abc.ABC):
@@ -169,6 +264,65 @@ class DensityModel(abc.ABC):
         """An estimate (or bound) of log p(x), one value per example, with ``k`` samples."""
 
 
+class EvidenceBound(abc.ABC):
+    """A per-example lower bound on log p(x) from one draw of the model's latent variables (a
+    VAE's or DRAW's ELBO, a diffusion model's variational bound): the ``elbo`` anomaly score.
+
+    ``elbo_draws``: the draws a per-example score averages (a diffusion bound already sums T
+    terms, each from its own draw, at T network passes per draw: one is enough there).
+    """
+
+    elbo_draws: int = 10
+
+    @abc.abstractmethod
+    def elbo(self, x: Tensor) -> dict[str, Tensor]:
+        """The bound on log p(x) of each example of ``x`` under ``"elbo"`` (batch,), from one draw,
+        with any named terms beside it (same shape)."""
+
+
+class ClusterModel(abc.ABC):
+    """Learned clusters of its own codes (DEC): ``lvmkit cluster --method model``."""
+
+    n_clusters: int
+
+    @abc.abstractmethod
+    def predict_clusters(self, codes: Tensor) -> Tensor:
+        """The cluster index (batch,) of each code (batch, latent_dim) from :meth:`Encoder.embed`."""
+
+
+class LatentDecoder(abc.ABC):
+    """Maps codes back to data: the report's grid of decoded codes."""
+
+    latent_dim: int
+
+    @abc.abstractmethod
+    def decode_mean(self, z: Tensor) -> Tensor:
+        """The data-space mean (batch, *input_shape) of codes ``z`` (batch, latent_dim)."""
+
+
+class Stepwise(abc.ABC):
+    """Builds its output over steps (DRAW's canvas): the report's canvas figures and per-step KL."""
+
+    @abc.abstractmethod
+    def trace(self, x: Tensor, *, sample: bool = False, generator: torch.Generator | None = None) -> Any:
+        """Per-step quantities of one pass on ``x``: an object with ``canvases`` (T, batch,
+        *input_shape) in data space, ``kl`` (T, batch) or None, and ``read_windows`` /
+        ``write_windows`` (attention placements) or None. ``sample``: z_t drawn from the
+        posterior with ``generator``, as the loss does; False: z_t at posterior means."""
+
+    def canvases(self, x: Tensor) -> list[tuple[str, Tensor]]:
+        """The output after each step, labelled for a figure: [("t=1", ...), ..., ("t=T", ...)]."""
+        return [(f"t={t}", c) for t, c in enumerate(self.trace(x).canvases, start=1)]
+
+
+class ImageFilters(abc.ABC):
+    """Weights that read as images (an RBM's hidden units): the report's filter figure."""
+
+    @abc.abstractmethod
+    def filters(self) -> Tensor:
+        """Each unit's weights to the inputs, shaped as the data: (units, *input_shape)."""
+
+
 class Forecaster(abc.ABC):
     """Predicts series at the rows of a packed batch (latent ODEs and their baselines)."""
 
@@ -179,32 +333,51 @@ class Forecaster(abc.ABC):
 
 CAPABILITIES: dict[str, type] = {"encoder": Encoder, "reconstructor": Reconstructor, "generator": Generator,
                                  "iterative-sampler": IterativeGenerator, "density": DensityModel,
-                                 "energy": EnergyModel, "forecaster": Forecaster}
+                                 "evidence-bound": EvidenceBound, "energy": EnergyModel, "clusters": ClusterModel,
+                                 "latent-decoder": LatentDecoder, "stepwise": Stepwise, "filters": ImageFilters,
+                                 "forecaster": Forecaster}
 
 
 _NAMES = {Encoder: "an encoder", Reconstructor: "a reconstructor", Generator: "a generator",
           IterativeGenerator: "a generator with a choice of samplers", DensityModel: "a density model",
-          EnergyModel: "an energy model",
+          EvidenceBound: "a variational model (an evidence lower bound on log p(x))", EnergyModel: "an energy model",
+          ClusterModel: "a clustering model (clusters of its own, as DEC learns)", LatentDecoder: "a decoder of codes",
+          Stepwise: "a stepwise model (its output built over steps)", ImageFilters: "a filter model (weights that read as images)",
           Forecaster: "a forecaster"}
 
 
+def _lacks(model: nn.Module, capability: type) -> str | None:
+    if not isinstance(model, capability):
+        return ""
+    return model.lacks(capability) if isinstance(model, AbstractModel) else None
+
+
+def has(model: nn.Module, capability: type) -> bool:
+    """Whether ``model`` offers ``capability``: its class declares it and the instance does not
+    lack it (:meth:`AbstractModel.lacks`). Consumers ask this, never for a family."""
+    return _lacks(model, capability) is None
+
+
 def capabilities(model: nn.Module) -> list[str]:
-    """The names of the capabilities ``model`` declares."""
-    return [name for name, cls in CAPABILITIES.items() if isinstance(model, cls)]
+    """The names of the capabilities ``model`` offers (declared by its class, not lacked by the instance)."""
+    return [name for name, cls in CAPABILITIES.items() if has(model, cls)]
 
 
 def require(model: nn.Module, capability: type, what: str, advice: str | None = None) -> None:
-    """Raise a one-sentence :class:`~lvmkit.ConfigError` when ``model`` lacks ``capability``;
+    """Raise a one-sentence :class:`~lvmkit.ConfigError` when ``model`` lacks ``capability``
+    (by its class, or as this instance: the reason :meth:`AbstractModel.lacks` gives is quoted);
     ``advice`` replaces the default remedy (a run of a family that has it)."""
     from lvmkit.core.errors import ConfigError
 
-    if not isinstance(model, capability):
+    reason = _lacks(model, capability)
+    if reason is not None:
         have = ", ".join(capabilities(model)) or "none"
         families = ", ".join(name for name in FAMILIES if isinstance_family(name, capability)) or "none"
+        why = f"{reason}; " if reason else ""
         raise ConfigError(
             f"{what} needs a model that is {_NAMES.get(capability, capability.__name__)}, but this "
-            f"{type(model).__name__} is not "
-            f"(its capabilities: {have}); {advice or f'use a run of a family that is one ({families})'}."
+            f"{type(model).__name__} is not ({why}its capabilities: {have}); "
+            f"{advice or f'use a run of a family that is one ({families})'}."
         )
 
 
@@ -214,14 +387,23 @@ class Family:
     """A model family: its typed config (a pydantic model) and the builder that composes it.
 
     ``build(cfg, input_shape)`` returns an :class:`AbstractModel`; ``model_class`` is the class
-    it builds (read for its capabilities without building one); ``example`` is a tiny config
-    and input shape the conformance suite trains, so a new family is tested by registering.
+    it builds (read for its capabilities without building one); ``examples`` are tiny configs
+    and input shapes the conformance suite trains, so a new family is tested by registering.
+
+    ``refuses`` declares the commands this family answers with a one-line refusal for a reason
+    its capabilities do not show (a sampler option its samplers do not take), as scikit-learn's
+    estimator checks declare expected failures: command as typed ("sample --eta", "anomaly
+    --score elbo") -> a regular expression the refusal matches. An example may add its own
+    under the key ``"refuses"``. Refusals for a missing capability (``probe`` of a GAN,
+    ``--score elbo`` of a deterministic autoencoder) follow from :func:`has` and need no entry;
+    ``tests/test_consumers.py`` holds every family to both.
     """
 
     config: type
     build: Callable[..., AbstractModel]
     model_class: type
     examples: tuple[dict, ...] = field(default_factory=tuple)
+    refuses: Mapping[str, str] = field(default_factory=dict)
 
 
 FAMILIES: Registry[Family] = Registry("model family")
@@ -231,5 +413,6 @@ def isinstance_family(name: str, capability: type) -> bool:
     return issubclass(FAMILIES.get(name).model_class, capability)
 
 
-__all__ = ["AbstractModel", "CAPABILITIES", "DensityModel", "Encoder", "FAMILIES", "Family", "Forecaster", "Generator",
-           "LossOutput", "Reconstructor", "capabilities", "require"]
+__all__ = ["AbstractModel", "CAPABILITIES", "ClusterModel", "DensityModel", "Encoder", "EnergyModel", "EvidenceBound",
+           "FAMILIES", "Family", "Forecaster", "Generator", "ImageFilters", "IterativeGenerator", "LatentDecoder",
+           "LossOutput", "Reconstructor", "Stepwise", "as_model_tensor", "capabilities", "has", "require"]

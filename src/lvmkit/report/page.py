@@ -19,7 +19,8 @@ import torch
 
 from lvmkit.report import figures
 from lvmkit.data import batches
-from lvmkit.core.contract import Encoder, Generator, IterativeGenerator, Reconstructor
+from lvmkit.core.contract import (Encoder, Generator, ImageFilters, IterativeGenerator, LatentDecoder, Reconstructor,
+                                  Stepwise, has)
 from lvmkit.runs.run import Run
 from lvmkit.report.summaries import describe_probe
 
@@ -37,13 +38,14 @@ class _Context:
         self.data = run.data()
         self.test = self.data.test.to(device)
         self.figures: list[Path] = []
+        self._codes: np.ndarray | None = None
 
     def has(self, capability: type) -> bool:
-        """Sections ask for a capability of the model, never for a family."""
-        return isinstance(self.model, capability)
+        """Sections ask for a capability of the model (as this instance offers it), never for a family."""
+        return has(self.model, capability)
 
     def codes(self) -> np.ndarray:
-        if not hasattr(self, "_codes"):
+        if self._codes is None:
             self._codes = torch.cat([self.model.embed(xb) for xb, _ in batches(self.test, 512, shuffle=False)]).cpu().numpy()
         return self._codes
 
@@ -115,9 +117,8 @@ def _recon(ctx: _Context) -> str | None:
     r = ctx.model.reconstruct(x)
     fig = figures.reconstructions(x.cpu().numpy(), r.cpu().numpy())
     body = ctx.figure("reconstructions", fig, "test inputs and their reconstructions (posterior mean code)")
-    canvases = getattr(ctx.model, "canvases", None)  # models that build an image over steps (DRAW)
-    if callable(canvases) and ctx.data.is_image:
-        steps = [("input", x[:4].cpu().numpy())] + [(label, c.cpu().numpy()) for label, c in canvases(x[:4])]
+    if ctx.has(Stepwise) and ctx.data.is_image:  # models that build an image over steps (DRAW)
+        steps = [("input", x[:4].cpu().numpy())] + [(label, c.cpu().numpy()) for label, c in ctx.model.canvases(x[:4])]
         body += ctx.figure("canvas", figures.chain_strip(steps), "the canvas after each step for 4 test inputs (input first)")
     return _section("Reconstructions", body)
 
@@ -137,9 +138,9 @@ def _animation(ctx: _Context, name: str, gif: bytes, caption: str) -> str:
 def _steps(ctx: _Context) -> str | None:
     """Models that build their output over steps and report them through ``trace`` (DRAW): the
     canvas as an animation, the attention windows on the input, and the KL of each step's code."""
-    trace = getattr(ctx.model, "trace", None)
-    if not callable(trace):
+    if not ctx.has(Stepwise):
         return None
+    trace = ctx.model.trace
     body = ""
     if ctx.data.is_image:
         x = ctx.test.x[:8]
@@ -173,7 +174,7 @@ def _samples(ctx: _Context) -> str | None:
     s = ctx.model.sample(64, generator=g).cpu().numpy()
     fig = figures.samples(s, None if ctx.data.is_image else ctx.test.x.cpu().numpy())
     note = " (EMA weights)" if ctx.run.config.train.ema_decay > 0 else ""
-    if getattr(ctx.model, "stochastic", True) is False:
+    if not ctx.model.trained_prior:
         note += " (this autoencoder has no trained prior: samples show what N(0, I) codes decode to)"
     body = ctx.figure("samples", fig, f"64 samples of the {ctx.run.config.model.kind} model{note}")
     grids = sorted((ctx.run.path / "samples").glob("epoch_*.npy")) if (ctx.run.path / "samples").is_dir() else []
@@ -195,9 +196,8 @@ def _chain(ctx: _Context) -> str | None:
     steps = [(t, x.cpu().numpy()) for t, x in chain]
     body = ctx.figure("chain", figures.chain_strip(steps),
                       "the sampler's chain for 4 samples, from its starting states (left) to the samples (right)")
-    filters = getattr(ctx.model, "filters", None)  # models whose weights read as images (RBMs)
-    if callable(filters):
-        body += ctx.figure("filters", figures.filters(filters().cpu().numpy()),
+    if ctx.has(ImageFilters):  # models whose weights read as images (RBMs)
+        body += ctx.figure("filters", figures.filters(ctx.model.filters().cpu().numpy()),
                            "learned filters: each hidden unit's weights to the visible units, as an image")
     ev = ctx.run.read_json("eval.json") or {}
     if ev.get("vlb_terms"):
@@ -230,7 +230,7 @@ def _latent(ctx: _Context) -> str | None:
         how = f"PCA of the {d}-D posterior means ({100 * pca.explained_variance_ratio_.sum():.0f}% of variance)"
     fig = figures.latent_scatter(codes2, labels, how, ctx.data.class_names)
     body = ctx.figure("latent_scatter", fig, "test-set posterior means, " + how)
-    if d == 2 and ctx.data.is_image and ctx.has(Generator) and hasattr(ctx.model, "decode"):
+    if d == 2 and ctx.data.is_image and ctx.has(LatentDecoder):
         from scipy.stats import norm
 
         n = 15
@@ -238,7 +238,7 @@ def _latent(ctx: _Context) -> str | None:
         # Rows run from high z2 (top) to low z2, columns from low z1 to high z1.
         zz = torch.tensor([[a, b] for b in q[::-1] for a in q], dtype=torch.float32, device=ctx.test.x.device)
         with torch.no_grad():
-            imgs = ctx.model.likelihood.mean(ctx.model.decode(zz)).cpu().numpy()
+            imgs = ctx.model.decode_mean(zz).cpu().numpy()
         body += ctx.figure("latent_grid", figures.latent_grid(imgs, n), "decoded means over a grid of latent codes")
     return _section("Latent space", body)
 
@@ -283,7 +283,8 @@ def _probe(ctx: _Context) -> str | None:
         for n, r in by_n.items():
             rows[f"{name}, {n} labels/class"] = (f"macro f1 {r['macro_f1']['mean']:.3f} +- {r['macro_f1']['std']:.3f}, "
                                                  f"accuracy {r['accuracy']['mean']:.3f} +- {r['accuracy']['std']:.3f}")
-    body = f"<p>{html.escape(describe_probe(res))}</p>" + _table(rows)
+    notes = "".join(f"<p>{html.escape(name)}: {html.escape(note)}</p>" for name, note in res.get("notes", {}).items())
+    body = f"<p>{html.escape(describe_probe(res))}</p>" + notes + _table(rows)
     if (ctx.run.figures / "probe.png").is_file():
         body += _image_file(ctx, "probe.png", "probe metrics against the number of labelled examples per class")
     if thesis:
@@ -310,7 +311,8 @@ def _clusters(ctx: _Context) -> str | None:
     for name, r in res["results"].items():
         rows[f"{name} ({r['method']}, k={res['k']})"] = (f"ACC {r['acc']:.3f}, NMI {r['nmi']:.3f}, ARI {r['ari']:.3f}"
                                                         if "acc" in r else f"sizes {r['sizes']}")
-    body = _table(rows)
+    notes = "".join(f"<p>{html.escape(name)}: {html.escape(note)}</p>" for name, note in res.get("notes", {}).items())
+    body = notes + _table(rows)
     if (ctx.run.figures / "cluster_confusion.png").is_file():
         body += _image_file(ctx, "cluster_confusion.png", "classes (rows) against latent clusters (columns)")
     return _section("Clustering (cluster.json)", body)
@@ -375,7 +377,8 @@ def write_report(run: Run | str | Path, *, embedding: str = "pca", device: str =
     ctx = _Context(run, device, embedding)
     parts = [s for s in (section(ctx) for section in SECTIONS) if s]
     cfg = run.config
-    parts_desc = ", ".join(f"{k} {getattr(cfg.model, k)}" for k in ("network", "latent_dim") if hasattr(cfg.model, k))
+    fields = cfg.model.model_dump()  # the family's own config: not every family has a network or latent_dim
+    parts_desc = ", ".join(f"{k} {fields[k]}" for k in ("network", "latent_dim") if k in fields)
     title = f"lvmkit run {run.path.name}: {cfg.model.kind}{f' ({parts_desc})' if parts_desc else ''} on {cfg.data.name}"
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head>"
             f"<body><h1>{html.escape(title)}</h1><p>Written {time.strftime('%Y-%m-%d %H:%M:%S')} from {html.escape(str(run.path))}.</p>"

@@ -14,6 +14,8 @@ def describe_probe(out: dict) -> str:
     text = (f"Macro F1 of a linear probe at {'/'.join(map(str, budgets))} labels per class: "
             f"the model's {widths.get('latent', '?')}-number codes {f1('latent')}")
     if "pca" in res:
-        text += (f", PCA of the same width {f1('pca')} (the gap is what the nonlinear encoder adds), "
+        same = widths.get("pca") in (None, widths.get("latent"))  # PCA is capped at the components the data has
+        pca = "PCA of the same width" if same else f"PCA of {widths['pca']} components (all the data has)"
+        text += (f", {pca} {f1('pca')} (the gap is what the nonlinear encoder adds), "
                  f"the {widths.get('raw', '?')} raw inputs {f1('raw')} (what a linear classifier gets from everything)")
     return text + "."

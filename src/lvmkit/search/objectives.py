@@ -97,8 +97,9 @@ class RecordMetric(Objective):
         prefix, _, term = self.name.partition("_")
         if prefix not in ("train", "val") or not term:
             return None
+        model, scored = run.load_model("best"), getattr(run.data(), split)  # before seeding: building draws
         torch.manual_seed(run.config.train.seed + 1)  # as evaluate() draws its test noise
-        terms = mean_loss(run.load_model("best"), getattr(run.data(), split), 256)
+        terms = mean_loss(model, scored, 256)
         return terms.get(term)
 
 
@@ -168,7 +169,7 @@ class ProbeF1(Objective):
         from lvmkit.analysis.probe import run_probe
 
         data = run.data()
-        enc = LatentEncoder(run).fit()
+        enc = LatentEncoder(run, warn_out_of_range=False).fit()  # the run's own splits: counted when loaded
         train, scored = data.evaluated_train(), getattr(data, split)
         res = run_probe({"latent": enc.transform(train.x.numpy())}, {"latent": enc.transform(scored.x.numpy())},
                         train.y.numpy(), scored.y.numpy(), [self.labels], self.repeats)["latent"][str(self.labels)]

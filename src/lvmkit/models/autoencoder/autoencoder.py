@@ -12,8 +12,8 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from lvmkit.core.contract import (FAMILIES, AbstractModel, DensityModel, Encoder, Family, Generator, LossOutput,
-                                  Reconstructor)
+from lvmkit.core.contract import (FAMILIES, AbstractModel, ClusterModel, DensityModel, Encoder, EvidenceBound, Family,
+                                  Generator, LatentDecoder, LossOutput, Reconstructor)
 from lvmkit.core.config import ModelConfig
 from lvmkit.core.kinds import MODEL_KINDS
 from lvmkit.models.parts.corruption import CORRUPTIONS
@@ -101,11 +101,14 @@ MODEL_KINDS.register("infovae")({"family": "autoencoder", "regularizer": "mmd", 
 MODEL_KINDS.register("dec")({"family": "autoencoder", "regularizer": "dec", "stochastic": False, **_NONE})
 
 
-class Autoencoder(AbstractModel, Encoder, Reconstructor, Generator, DensityModel):
+class Autoencoder(AbstractModel, Encoder, Reconstructor, Generator, LatentDecoder, DensityModel, EvidenceBound,
+                  ClusterModel):
     """Encoder q(z|x) (Gaussian, or deterministic), decoder p(x|z), prior N(0, I).
 
     The training loss is ``-E_q log p(x|z) + regularizer``; with the KL regularizer at weight
-    1 this is the negative ELBO (Kingma & Welling 2013, eq. 3).
+    1 this is the negative ELBO (Kingma & Welling 2013, eq. 3). A deterministic encoder (ae,
+    dae, dec) has no density or bound and draws from an untrained prior; only DEC's clustering
+    objective gives clusters of its own (:meth:`lacks`).
     """
 
     def __init__(
@@ -174,6 +177,32 @@ class Autoencoder(AbstractModel, Encoder, Reconstructor, Generator, DensityModel
     def objective_final(self) -> bool:
         return self.regularizer.final
 
+    # -- capabilities of this instance -----------------------------------------------------------
+    def lacks(self, capability: type) -> str | None:
+        if issubclass(capability, (DensityModel, EvidenceBound)) and not self.stochastic:
+            return ("its encoder is deterministic, so it has no posterior to bound log p(x) with "
+                    "(kinds 'vae', 'beta-vae' and 'infovae' have one)")
+        if issubclass(capability, ClusterModel):
+            if not isinstance(self.regularizer, _dec.DECRegularizer):
+                return "it was trained without a clustering objective (model.kind = 'dec' learns clusters)"
+            if not int(self.regularizer.started):
+                return (f"its training stopped before the clustering stage began (model.pretrain_steps = "
+                        f"{self.regularizer.pretrain_steps}), so train it longer")
+        return None
+
+    @property
+    def trained_prior(self) -> bool:
+        return self.stochastic
+
+    @property
+    def n_clusters(self) -> int:
+        return self.regularizer.clusters
+
+    @torch.no_grad()
+    def predict_clusters(self, codes: Tensor) -> Tensor:
+        """DEC's clusters: the argmax of each code's soft assignment to the learned centres."""
+        return self.regularizer.predict(codes)
+
     # -- using a trained model ---------------------------------------------------------------
     @torch.no_grad()
     def embed(self, x: Tensor) -> Tensor:
@@ -186,11 +215,16 @@ class Autoencoder(AbstractModel, Encoder, Reconstructor, Generator, DensityModel
         return self.likelihood.mean(self.decode(self.embed(x)))
 
     @torch.no_grad()
+    def decode_mean(self, z: Tensor) -> Tensor:
+        """Mean of p(x | z) in data space."""
+        return self.likelihood.mean(self.decode(z))
+
+    @torch.no_grad()
     def sample(self, n: int, *, steps: int | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Means of p(x|z) for n codes z ~ N(0, I): (n, *input_shape); ``steps`` is not used."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.latent_dim, generator=generator, device=device)
-        return self.likelihood.mean(self.decode(z))
+        return self.decode_mean(z)
 
     def _require_posterior(self, what: str) -> None:
         if not self.stochastic:

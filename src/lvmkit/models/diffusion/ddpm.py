@@ -22,12 +22,14 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from lvmkit.core.config import ModelConfig
-from lvmkit.core.contract import FAMILIES, AbstractModel, DensityModel, Family, IterativeGenerator, LossOutput
+from lvmkit.core.contract import (FAMILIES, AbstractModel, DensityModel, EvidenceBound, Family, IterativeGenerator,
+                                  LossOutput)
 from lvmkit.core.errors import ConfigError
 from lvmkit.models.diffusion.denoisers import DENOISERS
 from lvmkit.models.diffusion.process import NOISE_SCHEDULES, GaussianDiffusion
 from lvmkit.core.kinds import MODEL_KINDS
-from lvmkit.models.diffusion.samplers import Sampler, make_sampler
+from lvmkit.models.diffusion.samplers import DDIM, SAMPLERS, Ancestral, DiffusionSampler, ReverseProcess
+from lvmkit.models.mcmc.base import choose_sampler
 
 
 class DDPMConfig(ModelConfig):
@@ -64,7 +66,7 @@ class DDPMConfig(ModelConfig):
         if self.sample_steps is not None and self.sample_steps > self.timesteps:
             raise ConfigError(f"model.sample_steps = {self.sample_steps} exceeds model.timesteps = {self.timesteps}; "
                               "lower it.")
-        make_sampler(self.sampler, self.sample_steps if self.sampler != "ancestral" else None, self.eta)
+        diffusion_samplers(self)  # the sampler named, with the settings given
         return self
 
 
@@ -77,8 +79,18 @@ def default_channels(shape: tuple[int, ...]) -> list[int]:
     return [32, 64] if side <= 16 else [32, 64, 64] if side <= 32 else [32, 64, 128, 128]
 
 
-class DDPM(AbstractModel, IterativeGenerator, DensityModel):
-    """A denoiser and a fixed Gaussian diffusion; samples with a :class:`Sampler` object."""
+def diffusion_samplers(cfg: DDPMConfig) -> dict[str, DiffusionSampler]:
+    """The samplers of a DDPM, the config's ``sampler`` first with ``sample_steps`` (not the
+    ancestral sampler's: it takes all T) and ``eta``; DDIM otherwise takes min(50, T) steps."""
+    SAMPLERS.get(cfg.sampler)  # an unknown name: the registry's error lists the valid ones
+    own = {"ancestral": Ancestral(), "ddim": DDIM(steps=min(50, cfg.timesteps))}
+    first = choose_sampler(own, cfg.sampler, {"steps": cfg.sample_steps if cfg.sampler != "ancestral" else None,
+                                              "eta": cfg.eta}, "DDPM")
+    return {cfg.sampler: first, **{k: v for k, v in own.items() if k != cfg.sampler}}
+
+
+class DDPM(AbstractModel, IterativeGenerator, DensityModel, EvidenceBound):
+    """A denoiser and a fixed Gaussian diffusion; samples with an ancestral or DDIM sampler object."""
 
     data_support = (0.0, 1.0)
     # The objective is a Monte Carlo draw over t: a noisy validation number. The last (EMA)
@@ -86,14 +98,14 @@ class DDPM(AbstractModel, IterativeGenerator, DensityModel):
     selection_metric = None
 
     def __init__(self, denoiser: nn.Module, diffusion: GaussianDiffusion, *, input_shape: tuple[int, ...],
-                 loss: str = "simple", vlb_weight: float = 0.001, sampler: Sampler | None = None,
-                 min_snr_gamma: float | None = None) -> None:
+                 loss: str = "simple", vlb_weight: float = 0.001,
+                 samplers: dict[str, DiffusionSampler] | None = None, min_snr_gamma: float | None = None) -> None:
         super().__init__()
         self.denoiser, self.diffusion = denoiser, diffusion
         self.input_shape = tuple(input_shape)
         self.loss_kind, self.vlb_weight = loss, vlb_weight
         self.min_snr_gamma = min_snr_gamma
-        self.default_sampler = sampler or make_sampler("ancestral")
+        self._samplers = samplers or {"ancestral": Ancestral(), "ddim": DDIM(steps=min(50, diffusion.T))}
 
     @property
     def dims(self) -> int:
@@ -146,6 +158,12 @@ class DDPM(AbstractModel, IterativeGenerator, DensityModel):
         cols.append(self.diffusion.prior_kl(x0))
         return torch.stack(cols, 1)
 
+    elbo_draws = 1  # the bound sums T terms of one draw each: T network passes per draw
+
+    def elbo(self, x: Tensor) -> dict[str, Tensor]:
+        """Minus the whole variational bound per example (Ho et al. eq. 5), one draw per term."""
+        return {"elbo": -self.bound_terms(x).sum(1)}
+
     def log_likelihood(self, x: Tensor, k: int = 1) -> Tensor:
         """Minus the variational bound (a lower bound on log P(x) of the 8-bit data), one draw
         per term; ``k`` draws averaged."""
@@ -170,27 +188,29 @@ class DDPM(AbstractModel, IterativeGenerator, DensityModel):
                 "vlb_terms": rows.mean(0).tolist()}
 
     # -- sampling ---------------------------------------------------------------------------------
-    def make_sampler(self, name: str, steps: int | None = None, eta: float | None = None) -> Sampler:
-        sampler = make_sampler(name, steps, eta)
-        sampler.check(self.diffusion)
+    @property
+    def samplers(self) -> dict[str, DiffusionSampler]:
+        return dict(self._samplers)
+
+    def make_sampler(self, name: str | None = None, **options) -> DiffusionSampler:
+        sampler = choose_sampler(self._samplers, name, options, type(self).__name__)
+        sampler.check(ReverseProcess(self.diffusion, self.denoise))
         return sampler
 
     @torch.no_grad()
     def sample(self, n: int, *, steps: int | None = None, generator: torch.Generator | None = None,
-               sampler: Sampler | None = None, keep: int = 0):
-        """``n`` samples in [0, 1] with ``sampler`` (default: the config's). ``steps`` overrides
-        the default sampler's step count (DDIM). With ``keep``, returns (samples, chain) where the
-        chain holds ``keep`` states (t, x_t in [0, 1]) from x_T to x_0."""
-        if sampler is None:
-            sampler = self.default_sampler
-            if steps is not None:  # the default sampler with another step count
-                sampler = type(sampler)(steps=steps, eta=getattr(sampler, "eta", None))
+               sampler: DiffusionSampler | None = None, keep: int = 0):
+        """``n`` samples in [0, 1] with ``sampler`` (default: the config's), x_T ~ N(0, I) drawn
+        first from ``generator``. ``steps`` replaces the sampler's step count. With ``keep``,
+        returns (samples, chain) where the chain holds ``keep`` states (t, x_t in [0, 1]) from
+        x_T to x_0."""
+        sampler = (sampler or self.default_sampler).replace(steps=steps)
         device = next(self.denoiser.parameters()).device
         was_training = self.training
         self.eval()
         try:
-            x, chain = sampler.run(self.diffusion, self.denoise, (n, *self.input_shape), generator=generator,
-                                   device=device, keep=keep)
+            x_T = torch.randn((n, *self.input_shape), generator=generator, device=device)
+            x, chain = sampler.run(ReverseProcess(self.diffusion, self.denoise), x_T, generator=generator, keep=keep)
         finally:
             self.train(was_training)
         x = ((x + 1) / 2).clamp(0.0, 1.0)
@@ -210,9 +230,8 @@ def build_ddpm(cfg: DDPMConfig, input_shape: tuple[int, ...]) -> DDPM:
                               blocks=cfg.blocks, attention=cfg.attention if cfg.attention is not None else name == "unet",
                               dropout=cfg.dropout)
     diffusion = GaussianDiffusion(NOISE_SCHEDULES.get(cfg.schedule)(cfg.timesteps), cfg.target, cfg.variance)
-    sampler = make_sampler(cfg.sampler, cfg.sample_steps if cfg.sampler != "ancestral" else None, cfg.eta)
-    return DDPM(net, diffusion, input_shape=shape, loss=cfg.loss, vlb_weight=cfg.vlb_weight, sampler=sampler,
-                min_snr_gamma=cfg.min_snr_gamma)
+    return DDPM(net, diffusion, input_shape=shape, loss=cfg.loss, vlb_weight=cfg.vlb_weight,
+                samplers=diffusion_samplers(cfg), min_snr_gamma=cfg.min_snr_gamma)
 
 
 MODEL_KINDS.register("ddpm")({"family": "ddpm"})

@@ -1,12 +1,16 @@
 """Samplers of a Gaussian diffusion, as objects: ancestral DDPM and DDIM.
 
-A sampler walks from x_T ~ N(0, I) to x_0 calling ``denoise(x_t, t) -> (prediction, variance
-output or None)``; the schedule's closed forms come from :class:`GaussianDiffusion`.
-``SAMPLERS`` resolves the names used by configs and ``lvmkit sample --sampler``.
+Both implement the shared sampler interface (:class:`~lvmkit.models.mcmc.base.AbstractSampler`)
+on a :class:`ReverseProcess`: ``init`` takes x_T (the caller draws it from N(0, I)), each
+``step`` calls ``denoise(x_t, t) -> (prediction, variance output or None)`` once and moves to
+the next timestep of :meth:`DiffusionSampler.timesteps`, with the schedule's closed forms from
+:class:`GaussianDiffusion` (:meth:`DiffusionSampler.update`). ``SAMPLERS`` resolves the names
+used by configs and ``lvmkit sample --sampler``.
 """
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -15,79 +19,88 @@ from torch import Tensor
 from lvmkit.core.errors import ConfigError
 from lvmkit.core.registry import Registry
 from lvmkit.models.diffusion.process import GaussianDiffusion
+from lvmkit.models.mcmc.base import AbstractSampler, ChainState
 
 Denoise = Callable[[Tensor, Tensor], tuple[Tensor, Optional[Tensor]]]
-SAMPLERS: Registry[Callable[..., "Sampler"]] = Registry("sampler")
+SAMPLERS: Registry[type["DiffusionSampler"]] = Registry("sampler")
 
 
-class Sampler(abc.ABC):
-    """Draws x_0 from a trained diffusion."""
+@dataclass(frozen=True)
+class ReverseProcess:
+    """What a diffusion sampler walks: the schedule's closed forms and the trained network."""
 
-    #: whether ``step`` adds noise (a deterministic sampler's run draws none)
-    stochastic: bool = True
+    diffusion: GaussianDiffusion
+    denoise: Denoise
+
+
+class DiffusionSampler(AbstractSampler[ReverseProcess]):
+    """Walks x_T ~ N(0, I) down to x_0 over :meth:`timesteps`, one network call per step."""
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether a step adds noise (a deterministic sampler's run draws none)."""
+        return True
 
     @abc.abstractmethod
     def timesteps(self, T: int) -> list[int]:
         """The timestep indices visited, from the noisiest down to 0."""
 
     @abc.abstractmethod
-    def step(self, diffusion: GaussianDiffusion, pred: Tensor, var_out: Optional[Tensor], xt: Tensor, t: int,
-             t_prev: int, noise: Tensor) -> Tensor:
+    def update(self, diffusion: GaussianDiffusion, pred: Tensor, var_out: Optional[Tensor], xt: Tensor, t: int,
+               t_prev: int, noise: Optional[Tensor]) -> Tensor:
         """x at ``t_prev`` (-1: the data) from x at ``t`` and the network's output there."""
 
-    def check(self, diffusion: GaussianDiffusion) -> None:
-        """Raise ConfigError if this sampler cannot run on ``diffusion``."""
+    def n_steps(self, target):
+        return len(self.timesteps(target.diffusion.T))
 
-    @torch.no_grad()
-    def run(self, diffusion: GaussianDiffusion, denoise: Denoise, shape: tuple[int, ...], *,
-            generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-            keep: int = 0) -> tuple[Tensor, list[tuple[str, Tensor]]]:
-        """Sample (shape[0] examples); also return ``keep`` evenly spaced states ("t=...", x_t) of
-        the chain, x_T first and ("x_0", x) last, for the report's chain strip."""
-        self.check(diffusion)
-        x = torch.randn(shape, generator=generator, device=device)
-        ts = self.timesteps(diffusion.T)
-        marks = {round(i * (len(ts) - 1) / max(keep - 1, 1)) for i in range(keep)} if keep else set()
-        chain = []
-        for i, t in enumerate(ts):
-            if i in marks:
-                chain.append((f"t={t + 1}", x.clone()))
-            tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
-            pred, var_out = denoise(x, tt)
-            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-            noise = torch.randn(shape, generator=generator, device=device) if self.stochastic and t_prev >= 0 else None
-            x = self.step(diffusion, pred, var_out, x, t, t_prev, noise)
-        if keep:
-            chain.append(("x_0", x.clone()))
-        return x, chain
+    def step(self, target, state, generator=None):
+        ts = self.timesteps(target.diffusion.T)
+        x, i = state.x, state.i
+        t, t_prev = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
+        pred, var_out = target.denoise(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
+        noise = torch.randn(x.shape, generator=generator, device=x.device) if self.stochastic and t_prev >= 0 else None
+        return ChainState(self.update(target.diffusion, pred, var_out, x, t, t_prev, noise), i + 1)
+
+    def label(self, target, state):
+        ts = self.timesteps(target.diffusion.T)
+        return f"t={ts[state.i] + 1}" if state.i < len(ts) else "x_0"
 
 
 @SAMPLERS.register("ancestral")
-class Ancestral(Sampler):
+@dataclass(frozen=True)
+class Ancestral(DiffusionSampler):
     """Ho et al. 2020, algorithm 2: all T steps, x_{t-1} = mu_theta(x_t, t) + sigma_t z, with the
-    model's variance (fixed-small, fixed-large or learned); no noise at the last step."""
+    model's variance (fixed-small, fixed-large or learned); no noise at the last step. ``steps``
+    may only be T (None: T)."""
 
-    def __init__(self, steps: int | None = None, eta: float | None = None) -> None:
-        self.steps = steps
-        if eta is not None:
-            raise ConfigError("The ancestral sampler takes no eta (its variance is the model's); use --sampler ddim for eta.")
+    name = "ancestral"
+    title = "The ancestral sampler"
+    options = ("steps",)
 
-    def check(self, diffusion):
-        if self.steps is not None and self.steps != diffusion.T:
-            raise ConfigError(f"The ancestral sampler takes all T = {diffusion.T} steps, not {self.steps}; "
+    steps: int | None = None
+
+    @classmethod
+    def describe(cls):
+        return f"{cls.name} (steps = T only)"
+
+    def check(self, target):
+        T = target.diffusion.T
+        if self.steps is not None and self.steps != T:
+            raise ConfigError(f"The ancestral sampler takes all T = {T} steps, not {self.steps}; "
                               "leave --steps out, or use --sampler ddim for fewer steps.")
 
     def timesteps(self, T):
         return list(range(T - 1, -1, -1))
 
-    def step(self, diffusion, pred, var_out, xt, t, t_prev, noise):
+    def update(self, diffusion, pred, var_out, xt, t, t_prev, noise):
         tt = torch.full((xt.shape[0],), t, device=xt.device, dtype=torch.long)
         mean, logvar, _ = diffusion.p_mean_logvar(pred, var_out, xt, tt, clip=True)
         return mean if t == 0 else mean + torch.exp(0.5 * logvar) * noise
 
 
 @SAMPLERS.register("ddim")
-class DDIM(Sampler):
+@dataclass(frozen=True)
+class DDIM(DiffusionSampler):
     """Song et al. 2021, eq. 12, on the sub-sequence tau = 0, c, 2c, ..., (S - 1) c with c = T // S
     (their code's uniform skip; diffusers' "leading" spacing):
 
@@ -99,25 +112,33 @@ class DDIM(Sampler):
     fixed-small variance.
     """
 
-    def __init__(self, steps: int | None = 50, eta: float | None = 0.0) -> None:
-        steps = 50 if steps is None else steps
-        eta = 0.0 if eta is None else eta
-        if steps <= 0:
-            raise ConfigError(f"DDIM needs a positive number of steps, got {steps}; pass e.g. --steps 50.")
-        if not 0.0 <= eta <= 1.0:
-            raise ConfigError(f"DDIM's eta must lie in [0, 1], got {eta}; 0 is deterministic, 1 is ancestral-like.")
-        self.steps, self.eta = steps, eta
-        self.stochastic = eta > 0
+    name = "ddim"
+    title = "DDIM"
+    options = ("steps", "eta")
 
-    def check(self, diffusion):
-        if self.steps > diffusion.T:
-            raise ConfigError(f"DDIM steps ({self.steps}) cannot exceed the model's T = {diffusion.T}; pass --steps {diffusion.T} or fewer.")
+    steps: int = 50
+    eta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0:
+            raise ConfigError(f"DDIM needs a positive number of steps, got {self.steps}; pass e.g. --steps 50.")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ConfigError(f"DDIM's eta must lie in [0, 1], got {self.eta}; 0 is deterministic, 1 is ancestral-like.")
+
+    @property
+    def stochastic(self) -> bool:
+        return self.eta > 0
+
+    def check(self, target):
+        T = target.diffusion.T
+        if self.steps > T:
+            raise ConfigError(f"DDIM steps ({self.steps}) cannot exceed the model's T = {T}; pass --steps {T} or fewer.")
 
     def timesteps(self, T):
         c = T // self.steps
         return [i * c for i in range(self.steps - 1, -1, -1)]
 
-    def step(self, diffusion, pred, var_out, xt, t, t_prev, noise):
+    def update(self, diffusion, pred, var_out, xt, t, t_prev, noise):
         tt = torch.full((xt.shape[0],), t, device=xt.device, dtype=torch.long)
         x0, eps = diffusion.predict_x0_eps(pred, xt, tt)
         x0 = x0.clamp(-1.0, 1.0)
@@ -128,6 +149,4 @@ class DDIM(Sampler):
         return out + sigma * noise if noise is not None else out
 
 
-def make_sampler(name: str, steps: int | None = None, eta: float | None = None) -> Sampler:
-    """The sampler ``name`` with its settings (None: its defaults), validated."""
-    return SAMPLERS.get(name)(steps=steps, eta=eta)
+__all__ = ["Ancestral", "DDIM", "Denoise", "DiffusionSampler", "ReverseProcess", "SAMPLERS"]

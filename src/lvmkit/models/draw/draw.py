@@ -20,8 +20,8 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from lvmkit.core.config import ModelConfig
-from lvmkit.core.contract import (FAMILIES, AbstractModel, DensityModel, Encoder, Family, Generator, LossOutput,
-                                  Reconstructor)
+from lvmkit.core.contract import (FAMILIES, AbstractModel, DensityModel, Encoder, EvidenceBound, Family, Generator,
+                                  LossOutput, Reconstructor, Stepwise)
 from lvmkit.core.errors import ConfigError
 from lvmkit.models.parts.distributions import kl_std_normal, log_normal, log_std_normal, reparameterize
 from lvmkit.models.draw import conv as _conv  # noqa: F401  (registers the conv read and write)
@@ -109,7 +109,7 @@ class DrawTrace:
     write_windows: Optional[Tensor]  # the same for the write grid
 
 
-class Draw(AbstractModel, Encoder, Reconstructor, Generator, DensityModel):
+class Draw(AbstractModel, Encoder, Reconstructor, Generator, DensityModel, EvidenceBound, Stepwise):
     """DRAW, eq. 3-8 of Gregor et al. 2015, with canvas c_0 = 0 and zero initial LSTM states.
 
     Per step: x^ = x - mean(c_{t-1}); r_t = read(x, x^, h_dec); h_enc = LSTM_enc([r_t, h_dec]);
@@ -133,6 +133,11 @@ class Draw(AbstractModel, Encoder, Reconstructor, Generator, DensityModel):
     @property
     def data_support(self) -> tuple[float, float] | None:
         return getattr(self.likelihood, "support", None)
+
+    def lacks(self, capability: type) -> str | None:
+        if issubclass(capability, (DensityModel, EvidenceBound)) and not self.stochastic:
+            return "it is deterministic (model.regularizer = 'none'), so it has no posterior to bound log p(x) with"
+        return None
 
     # -- the recurrence ----------------------------------------------------------------------
     def _initial(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -305,7 +310,8 @@ FAMILIES.register("draw")(Family(
         {"model": dict(_TINY), "input_shape": (1, 8, 8)},
         {"model": {**_TINY, "read": "none", "write": "none", "regularizer": "mmd", "codes": "last"}, "input_shape": (1, 8, 8)},
         {"model": {**_TINY, "glimpse_delta": 2.0, "likelihood": "gaussian", "learn_sigma": True}, "input_shape": (1, 8, 8)},
-        {"model": {**_TINY, "read": "none", "write": "none", "regularizer": "none"}, "input_shape": (6,)},
+        # Codes wider than the input (3 steps x 2 = 6 numbers for 5 values), as on digits (16 x 5 for 64).
+        {"model": {**_TINY, "read": "none", "write": "none", "regularizer": "none"}, "input_shape": (5,)},
         {"model": {**_TINY, "read": "conv", "write": "conv", "conv_channels": [3, 4]}, "input_shape": (1, 7, 10)},
     ),
 ))

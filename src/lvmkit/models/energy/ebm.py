@@ -31,7 +31,8 @@ from lvmkit.core.config import ModelConfig, Section
 from lvmkit.core.contract import FAMILIES, AbstractModel, EnergyModel, Family, IterativeGenerator, LossOutput
 from lvmkit.core.errors import ConfigError
 from lvmkit.core.kinds import MODEL_KINDS
-from lvmkit.models.mcmc.langevin import GRADIENT_SAMPLERS, Langevin
+from lvmkit.models.mcmc.base import choose_sampler
+from lvmkit.models.mcmc.langevin import Langevin
 
 
 # -- energy networks -------------------------------------------------------------------------
@@ -121,7 +122,7 @@ class EBM(AbstractModel, IterativeGenerator, EnergyModel):
         self.energy_net = energy_net
         self.input_shape = tuple(input_shape)
         self.sampler = sampler
-        self.default_sampler = sampler.with_steps(sample_steps)
+        self._sample_sampler = sampler.replace(steps=sample_steps)  # what `sample` uses
         self.reinit_fraction, self.alpha, self.sample_init = reinit_fraction, alpha, sample_init
         low, high = self.data_support
         # Persistent: checkpoints and EMA copies carry the chains (exact resume).
@@ -211,12 +212,12 @@ class EBM(AbstractModel, IterativeGenerator, EnergyModel):
                 "energy_gap": float(e_samples.mean() - e_data.mean()), "n_samples": m}
 
     # -- sampling ---------------------------------------------------------------------------------
-    def make_sampler(self, name: str, steps: int | None = None, eta: float | None = None) -> Langevin:
-        GRADIENT_SAMPLERS.get(name)  # an unknown name: the registry's error lists the valid ones
-        if eta is not None:
-            raise ConfigError(f"The {name} sampler takes no eta (a diffusion sampler's setting), got {eta}; "
-                              "leave --eta out.")
-        return self.default_sampler.with_steps(steps)
+    @property
+    def samplers(self) -> dict[str, Langevin]:
+        return {"langevin": self._sample_sampler}
+
+    def make_sampler(self, name: str | None = None, **options) -> Langevin:
+        return choose_sampler(self.samplers, name, options, type(self).__name__)
 
     @torch.no_grad()
     def sample(self, n: int, *, steps: int | None = None, generator: torch.Generator | None = None,
@@ -224,8 +225,7 @@ class EBM(AbstractModel, IterativeGenerator, EnergyModel):
         """``n`` samples in [0, 1]: ``steps`` (default ``sample_steps``) Langevin steps in eval
         mode from buffer states or noise (``sample_init``); the buffer is not written. With
         ``keep``, returns (samples, chain), the chain's states labelled "step i"."""
-        if sampler is None:
-            sampler = self.default_sampler.with_steps(steps)
+        sampler = (sampler or self.default_sampler).replace(steps=steps)
         if self.sample_init == "buffer":
             starts, _, _ = self.chain_starts(n, generator)
         else:
@@ -295,6 +295,7 @@ FAMILIES.register("ebm")(Family(
         {"model": {"kind": "ebm", "hidden": [16], "spectral_norm": True, "buffer_size": 40, "sample_init": "noise",
                    "langevin": {"steps": 3, "step_size": 0.01, "noise": 1.0, "grad_clip": 0.0}}, "input_shape": (5,)},
     ),
+    refuses={"sample --eta": r"\beta\b"},  # eta is DDIM's; Langevin refuses it by name
 ))
 
 __all__ = ["ConvEnergy", "EBM", "EBMConfig", "LangevinConfig", "MLPEnergy", "build_ebm"]

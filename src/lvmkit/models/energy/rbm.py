@@ -22,12 +22,13 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from lvmkit.core.config import ModelConfig
-from lvmkit.core.contract import (FAMILIES, AbstractModel, DensityModel, Encoder, EnergyModel, Family, IterativeGenerator,
-                                  LossOutput)
+from lvmkit.core.contract import (FAMILIES, AbstractModel, DensityModel, Encoder, EnergyModel, Family, ImageFilters,
+                                  IterativeGenerator, LossOutput)
 from lvmkit.core.errors import ConfigError, LvmkitWarning
 from lvmkit.models.energy.boltzmann import EXACT_LIMIT, RBMEnergy, ais_log_z, exact_log_z
 from lvmkit.core.kinds import MODEL_KINDS
-from lvmkit.models.mcmc.chains import ChainSampler, Gibbs, make_chain_sampler
+from lvmkit.models.mcmc.base import AbstractSampler, choose_sampler
+from lvmkit.models.mcmc.chains import MCMC_SAMPLERS, Gibbs
 
 
 class _BoltzmannConfig(ModelConfig):
@@ -101,12 +102,16 @@ class _Chains:
     from the persistent chains the model passes in (PCD); the model keeps the chains in buffers
     and writes them back only in ``training_step``."""
 
-    def __init__(self, sampler: ChainSampler, steps: int, persistent: bool) -> None:
-        self.sampler, self.steps, self.persistent = sampler, steps, persistent
+    def __init__(self, sampler: AbstractSampler, steps: int, persistent: bool) -> None:
+        self.sampler, self.persistent = sampler.replace(steps=steps), persistent
+
+    @property
+    def steps(self) -> int:
+        return self.sampler.steps
 
     def negative(self, layer: RBMEnergy, x: Tensor, chains: Tensor | None) -> Tensor:
         start = x if not self.persistent or chains is None or len(chains) == 0 else chains
-        return self.sampler.run(layer, start.detach(), self.steps)[0]
+        return self.sampler.run(layer, start.detach())[0]
 
     def train(self, layer: RBMEnergy, x: Tensor, chains: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """The training surrogate F(x).mean() - F(neg).mean() and the negative samples ``neg``
@@ -161,7 +166,7 @@ class _LoadSizedBuffers:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-class RBM(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator, DensityModel, EnergyModel):
+class RBM(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator, DensityModel, EnergyModel, ImageFilters):
     """One RBM layer over flattened examples; codes are p(h = 1 | x)."""
 
     selection_metric = None  # the surrogate is no validation number; the last checkpoint is the model
@@ -254,8 +259,12 @@ class RBM(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator, Density
     def embed(self, x: Tensor) -> Tensor:
         return self.layer.p_h(self._flat(x))
 
-    def make_sampler(self, name: str, steps: int | None = None, eta: float | None = None) -> ChainSampler:
-        return make_chain_sampler(name, steps, eta)
+    @property
+    def samplers(self) -> dict[str, AbstractSampler]:
+        return _chain_samplers(self.chains, self.sample_steps)
+
+    def make_sampler(self, name: str | None = None, **options) -> AbstractSampler:
+        return choose_sampler(self.samplers, name, options, type(self).__name__)
 
     @torch.no_grad()
     def filters(self) -> Tensor:
@@ -264,17 +273,23 @@ class RBM(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator, Density
 
     @torch.no_grad()
     def sample(self, n: int, *, steps: int | None = None, generator: torch.Generator | None = None,
-               sampler: ChainSampler | None = None, keep: int = 0):
-        """Run ``n`` chains from noise for ``steps`` (default: the sampler's or sample_steps) and
-        return E[x | h] of their last states, shaped as the data."""
-        sampler = sampler or self.chains.sampler
-        steps = steps or sampler.steps or self.sample_steps
+               sampler: AbstractSampler | None = None, keep: int = 0):
+        """Run ``n`` chains from noise for ``steps`` (default: the sampler's, sample_steps for
+        the default sampler) and return E[x | h] of their last states, shaped as the data."""
+        sampler = (sampler or self.default_sampler).replace(steps=steps or None)
         x0 = _noise(self.layer, n, generator)
-        x, chain = sampler.run(self.layer, x0, steps, generator, keep)
+        x, chain = sampler.run(self.layer, x0, generator=generator, keep=keep)
         out = self.layer.visible_mean(self.layer.sample_h(x, generator)).reshape(n, *self.input_shape)
         if keep:
             return out, [(s, c.reshape(n, *self.input_shape)) for s, c in chain]
         return out
+
+
+def _chain_samplers(chains: _Chains, sample_steps: int) -> dict[str, AbstractSampler]:
+    """The chain samplers of an RBM or DBN, its training chain's kind first, ``sample_steps`` each."""
+    first = chains.sampler.replace(steps=sample_steps)
+    rest = {name: MCMC_SAMPLERS.get(name)(steps=sample_steps) for name in MCMC_SAMPLERS if name != first.name}
+    return {first.name: first, **rest}
 
 
 def _noise(layer: RBMEnergy, n: int, generator: torch.Generator | None) -> Tensor:
@@ -364,17 +379,20 @@ class DBN(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator):
             h = layer.p_h(h)
         return h
 
-    def make_sampler(self, name: str, steps: int | None = None, eta: float | None = None) -> ChainSampler:
-        return make_chain_sampler(name, steps, eta)
+    @property
+    def samplers(self) -> dict[str, AbstractSampler]:
+        return _chain_samplers(self.chains, self.sample_steps)
+
+    def make_sampler(self, name: str | None = None, **options) -> AbstractSampler:
+        return choose_sampler(self.samplers, name, options, type(self).__name__)
 
     @torch.no_grad()
     def sample(self, n: int, *, steps: int | None = None, generator: torch.Generator | None = None,
-               sampler: ChainSampler | None = None, keep: int = 0):
+               sampler: AbstractSampler | None = None, keep: int = 0):
         """Chains in the top RBM, then one top-down pass of E[v | h] through the layers below."""
-        sampler = sampler or self.chains.sampler
-        steps = steps or sampler.steps or self.sample_steps
+        sampler = (sampler or self.default_sampler).replace(steps=steps or None)
         top = self.layers[-1]
-        v, chain = sampler.run(top, _noise(top, n, generator), steps, generator, keep)
+        v, chain = sampler.run(top, _noise(top, n, generator), generator=generator, keep=keep)
 
         def down(v: Tensor) -> Tensor:
             h = top.visible_mean(top.sample_h(v, generator))
@@ -388,7 +406,7 @@ class DBN(_LoadSizedBuffers, AbstractModel, Encoder, IterativeGenerator):
 
 
 def _chains(cfg: _BoltzmannConfig) -> _Chains:
-    return _Chains(make_chain_sampler(cfg.sampler), cfg.cd_steps, cfg.persistent)
+    return _Chains(MCMC_SAMPLERS.get(cfg.sampler)(), cfg.cd_steps, cfg.persistent)
 
 
 def build_rbm(cfg: RBMConfig, input_shape: tuple[int, ...]) -> RBM:
@@ -421,6 +439,7 @@ FAMILIES.register("rbm")(Family(
         {"model": {"kind": "rbm", "visible": "gaussian", "learn_sigma": True, "hidden": 5,
                    "sampler": "mh", "sample_steps": 5}, "input_shape": (6,)},
     ),
+    refuses={"sample --eta": r"\beta\b"},  # eta is DDIM's; its chain samplers refuse it by name
 ))
 FAMILIES.register("dbn")(Family(
     config=DBNConfig, build=build_dbn, model_class=DBN,
@@ -429,6 +448,7 @@ FAMILIES.register("dbn")(Family(
          "probe_steps": (0, 1),
          "data": {"name": "digits", "binarize": "static", "limit": 200}},
     ),
+    refuses={"sample --eta": r"\beta\b"},  # eta is DDIM's; its chain samplers refuse it by name
 ))
 
 __all__ = ["DBN", "DBNConfig", "RBM", "RBMConfig", "build_dbn", "build_rbm"]

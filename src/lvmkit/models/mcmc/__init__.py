@@ -1,3 +1,4 @@
-"""Markov-chain kernels that any family can use: block Gibbs and Metropolis-Hastings
-(:mod:`.chains`) and Langevin dynamics on a differentiable energy (:mod:`.langevin`).
-A kernel holds its configuration; chains are passed in and out."""
+"""Samplers that any family can use, behind one interface (:mod:`.base`: a sampler holds its
+configuration, chains are passed in and out through ``init``/``step``/``run``): block Gibbs and
+Metropolis-Hastings on Boltzmann machines (:mod:`.chains`) and Langevin dynamics on a
+differentiable energy (:mod:`.langevin`); the diffusion family's samplers implement it too."""

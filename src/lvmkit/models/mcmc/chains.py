@@ -1,7 +1,9 @@
-"""Markov chain samplers of energy models, as objects: block Gibbs and Metropolis-Hastings.
+"""Markov chain samplers of Boltzmann machines, as objects (:class:`~lvmkit.models.mcmc.base.AbstractSampler`):
+block Gibbs and Metropolis-Hastings.
 
 A sampler advances chains ``x`` (batch, M) of a model with a free energy and (for Gibbs)
-conditionals, such as :class:`~lvmkit.models.energy.boltzmann.RBMEnergy`, for a number of steps; every step leaves the model's marginal p(x) = exp(-F(x)) / Z invariant.
+conditionals, such as :class:`~lvmkit.models.energy.boltzmann.RBMEnergy`; every step leaves the
+model's marginal p(x) = exp(-F(x)) / Z invariant (both kernels are reversible with respect to it).
 
 - ``gibbs``: h ~ p(h | x), then x ~ p(x | h) (block Gibbs, the lecture notes' standard rule);
 - ``mh``: Metropolis-Hastings on p(x): for binary units one proposed flip of a random site per
@@ -10,14 +12,15 @@ conditionals, such as :class:`~lvmkit.models.energy.boltzmann.RBMEnergy`, for a 
 """
 from __future__ import annotations
 
-import abc
-from typing import Callable, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from lvmkit.core.errors import ConfigError
 from lvmkit.core.registry import Registry
+from lvmkit.models.mcmc.base import AbstractSampler, ChainState
 
 
 class RBMEnergy(Protocol):
@@ -33,78 +36,72 @@ class RBMEnergy(Protocol):
 
     def sample_x(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
 
-MCMC_SAMPLERS: Registry[Callable[..., "ChainSampler"]] = Registry("chain sampler")
+
+MCMC_SAMPLERS: Registry[type[AbstractSampler]] = Registry("chain sampler")
 
 
-class ChainSampler(abc.ABC):
-    """Advances Markov chains whose stationary distribution is the model's p(x)."""
-
-    def __init__(self, steps: int | None = None) -> None:
-        if steps is not None and steps <= 0:
-            raise ConfigError(f"A chain needs a positive number of steps, got {steps}; pass e.g. --steps 1000.")
-        self.steps = steps
-
-    @abc.abstractmethod
-    def step(self, rbm: RBMEnergy, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One transition of every chain (rows of ``x``)."""
-
-    @torch.no_grad()
-    def run(self, rbm: RBMEnergy, x: Tensor, steps: int, generator: torch.Generator | None = None,
-            keep: int = 0) -> tuple[Tensor, list[tuple[str, Tensor]]]:
-        """``steps`` transitions from ``x``; also ``keep`` evenly spaced states ("step s", x)."""
-        marks = {round(i * steps / max(keep - 1, 1)) for i in range(keep)} if keep else set()
-        chain = [("step 0", x.clone())] if 0 in marks else []
-        for s in range(1, steps + 1):
-            x = self.step(rbm, x, generator)
-            if s in marks:
-                chain.append((f"step {s}", x.clone()))
-        return x, chain
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(steps={self.steps})"
+def _check_steps(steps: int) -> None:
+    if steps <= 0:
+        raise ConfigError(f"A chain needs a positive number of steps, got {steps}; pass e.g. --steps 1000.")
 
 
 @MCMC_SAMPLERS.register("gibbs")
-class Gibbs(ChainSampler):
-    """Block Gibbs: all hidden units given x, then all visible units given h."""
+@dataclass(frozen=True)
+class Gibbs(AbstractSampler[RBMEnergy]):
+    """Block Gibbs: all hidden units given x, then all visible units given h; ``steps``
+    transitions per :meth:`run`."""
 
-    def __init__(self, steps: int | None = None, eta: float | None = None) -> None:
-        if eta is not None:
-            raise ConfigError("Gibbs sampling takes no eta; leave --eta out.")
-        super().__init__(steps)
+    name = "gibbs"
+    title = "Gibbs sampling"
+    options = ("steps",)
 
-    def step(self, rbm, x, generator=None):
-        return rbm.sample_x(rbm.sample_h(x, generator), generator)
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        _check_steps(self.steps)
+
+    def n_steps(self, target):
+        return self.steps
+
+    def step(self, target, state, generator=None):
+        return ChainState(target.sample_x(target.sample_h(state.x, generator), generator), state.i + 1)
 
 
 @MCMC_SAMPLERS.register("mh")
-class MetropolisHastings(ChainSampler):
-    """Metropolis-Hastings with symmetric proposals on the marginal p(x) ~ exp(-F(x))."""
+@dataclass(frozen=True)
+class MetropolisHastings(AbstractSampler[RBMEnergy]):
+    """Metropolis-Hastings with symmetric proposals on the marginal p(x) ~ exp(-F(x)); ``steps``
+    transitions per :meth:`run`, Gaussian moves of scale ``proposal`` sigma. The state's
+    ``stats["accept_rate"]`` is the fraction of chains that moved in the last step."""
 
-    def __init__(self, steps: int | None = None, eta: float | None = None, proposal: float = 0.1) -> None:
-        if eta is not None:
-            raise ConfigError("Metropolis-Hastings takes no eta; leave --eta out.")
-        if proposal <= 0:
-            raise ConfigError(f"The Metropolis-Hastings proposal scale must be positive, got {proposal}.")
-        super().__init__(steps)
-        self.proposal = proposal
-        self.accepted = 0.0  # acceptance rate of the last step
+    name = "mh"
+    title = "Metropolis-Hastings"
+    options = ("steps", "proposal")
 
-    def step(self, rbm, x, generator=None):
+    steps: int = 1
+    proposal: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_steps(self.steps)
+        if not self.proposal > 0:
+            raise ConfigError(f"The Metropolis-Hastings proposal scale must be positive, got {self.proposal}.")
+
+    def n_steps(self, target):
+        return self.steps
+
+    def step(self, target, state, generator=None):
+        x = state.x
         n, m = x.shape
-        if rbm.gaussian:
-            prop = x + self.proposal * torch.exp(rbm.log_sigma) * torch.randn(x.shape, generator=generator, device=x.device)
+        if target.gaussian:
+            prop = x + self.proposal * torch.exp(target.log_sigma) * torch.randn(x.shape, generator=generator, device=x.device)
         else:
             site = torch.randint(0, m, (n,), generator=generator, device=x.device)
             prop = x.clone()
             rows = torch.arange(n, device=x.device)
             prop[rows, site] = 1 - prop[rows, site]
-        log_ratio = rbm.free_energy(x) - rbm.free_energy(prop)
+        log_ratio = target.free_energy(x) - target.free_energy(prop)
         accept = torch.log(torch.rand(n, generator=generator, device=x.device)) < log_ratio
-        self.accepted = float(accept.float().mean())
-        return torch.where(accept[:, None], prop, x)
+        return ChainState(torch.where(accept[:, None], prop, x), state.i + 1, {"accept_rate": accept.float().mean()})
 
 
-def make_chain_sampler(name: str, steps: int | None = None, eta: float | None = None) -> ChainSampler:
-    """The chain sampler ``name`` (gibbs, mh), validated."""
-    return MCMC_SAMPLERS.get(name)(steps=steps, eta=eta)
+__all__ = ["Gibbs", "MCMC_SAMPLERS", "MetropolisHastings", "RBMEnergy"]

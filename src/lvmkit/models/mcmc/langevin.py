@@ -1,5 +1,5 @@
-"""Langevin dynamics on a differentiable energy, as a sampler object (Diffrax's ``step``/``run``
-shape, like the diffusion samplers of :mod:`lvmkit.models.diffusion.samplers`). It needs only grad_x E,
+"""Langevin dynamics on a differentiable energy, as a sampler object
+(:class:`~lvmkit.models.mcmc.base.AbstractSampler`: ``init``/``step``/``run``). It needs only grad_x E,
 so any energy network can use it; the RBM's Gibbs and Metropolis-Hastings samplers, which use
 the free energy's structure, are in :mod:`lvmkit.models.mcmc.chains`.
 
@@ -31,6 +31,7 @@ from torch import Tensor
 
 from lvmkit.core.errors import ConfigError
 from lvmkit.core.registry import Registry
+from lvmkit.models.mcmc.base import AbstractSampler, ChainState
 
 Energy = Callable[[Tensor], Tensor]  # (batch, *shape) -> (batch,)
 GRADIENT_SAMPLERS: Registry[type] = Registry("gradient-based sampler")
@@ -47,8 +48,9 @@ def energy_grad(energy: Energy, x: Tensor) -> Tensor:
 
 @GRADIENT_SAMPLERS.register("langevin")
 @dataclasses.dataclass(frozen=True)
-class Langevin:
-    """The unadjusted Langevin sampler (see the module docstring for the update).
+class Langevin(AbstractSampler[Energy]):
+    """The unadjusted Langevin sampler (see the module docstring for the update); options:
+    ``steps``, ``step_size``, ``noise``, ``grad_clip`` (``bounds`` is the model's data range).
 
     Args:
         steps: Langevin steps per call of :meth:`run`.
@@ -58,6 +60,10 @@ class Langevin:
         grad_clip: clamp each component of grad E to [-grad_clip, grad_clip]; 0: no clipping.
         bounds: clamp x to [low, high] after every step; None: unbounded.
     """
+
+    name = "langevin"
+    title = "Langevin"
+    options = ("steps", "step_size", "noise", "grad_clip")
 
     steps: int = 60
     step_size: float = 10.0
@@ -77,39 +83,22 @@ class Langevin:
         if self.bounds is not None and not self.bounds[0] < self.bounds[1]:
             raise ConfigError(f"Langevin bounds must be (low, high) with low < high, got {self.bounds}.")
 
-    def with_steps(self, steps: int | None) -> "Langevin":
-        """This sampler with another step count (None: unchanged)."""
-        return self if steps is None else dataclasses.replace(self, steps=steps)
+    def n_steps(self, target):
+        return self.steps
 
-    def step(self, energy: Energy, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One Langevin update of the chain states ``x`` (batch, *shape); returns new states
-        (detached). Noise comes from ``generator``, or torch's global stream."""
-        grad = energy_grad(energy, x)
+    def step(self, target, state, generator=None):
+        """One Langevin update of every chain (noise from ``generator``, or torch's global
+        stream); the new states are detached."""
+        grad = energy_grad(target, state.x)
         if self.grad_clip > 0:
             grad = grad.clamp(-self.grad_clip, self.grad_clip)
-        x = x.detach() - self.step_size * grad
+        x = state.x.detach() - self.step_size * grad
         if self.noise > 0:
             z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = x + self.noise * math.sqrt(2.0 * self.step_size) * z
         if self.bounds is not None:
             x = x.clamp(*self.bounds)
-        return x
-
-    def run(self, energy: Energy, x: Tensor, *, generator: torch.Generator | None = None,
-            keep: int = 0) -> tuple[Tensor, list[tuple[str, Tensor]]]:
-        """``steps`` updates from the starting states ``x``. Returns the last states and, with
-        ``keep`` > 0, ``keep`` evenly spaced states ("step i", x) from the start to the end, for
-        the report's chain strip."""
-        x = x.detach()
-        marks = {round(i * self.steps / max(keep - 1, 1)) for i in range(keep - 1)} if keep else set()
-        chain = []
-        for i in range(self.steps):
-            if i in marks:
-                chain.append((f"step {i}", x.clone()))
-            x = self.step(energy, x, generator)
-        if keep:
-            chain.append((f"step {self.steps}", x.clone()))
-        return x, chain
+        return ChainState(x, state.i + 1)
 
 
 __all__ = ["Energy", "GRADIENT_SAMPLERS", "Langevin", "energy_grad"]
