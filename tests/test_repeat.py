@@ -79,7 +79,7 @@ def test_cli_repeat_and_its_errors(capsys, tmp_path):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert captured.out.strip() == str(tmp_path / "r" / "repeat.html")
-    assert "val_loss over 2 seeds: validation" in captured.err and ", test " in captured.err and "the thesis's equations 4.2 and 4.3" in captured.err
+    assert "val_loss over 2 seeds: " in captured.err and "; test_loss: " in captured.err and "the thesis's equations 4.2 and 4.3" in captured.err
     assert lvmkit.Run.open(tmp_path / "r" / "seed-5").config.train.epochs == 1
     code = main(["repeat", str(path), "--objective", "probe_f1", "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err

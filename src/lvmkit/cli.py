@@ -447,7 +447,9 @@ def repeat(
             return "-"
         return f"{st['mean']:.4g}" + (f" +- {st['std']:.3g}" if st["std"] is not None else "")
 
-    typer.echo(f"{obj['name']} over {len(res['seeds'])} seeds: validation {pm(obj['validation'])}, test {pm(obj['test'])}", err=True)
+    names = obj.get("names", {"validation": obj["name"], "test": obj["name"]})
+    typer.echo(f"{names['validation']} over {len(res['seeds'])} seeds: {pm(obj['validation'])}; {names['test']}: "
+               f"{pm(obj['test'])}", err=True)
     typer.echo(res["definitions"], err=True)
     typer.echo(str(Path(res["runs"][0]).parent / "repeat.html"))
 

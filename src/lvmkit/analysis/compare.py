@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lvmkit.analysis.sampling import sampler_for
-from lvmkit.core.contract import DensityModel, Encoder, Generator, IterativeGenerator, capabilities
+from lvmkit.core.contract import DensityModel, Encoder, Generator, IterativeGenerator, capabilities, has
 from lvmkit.core.errors import ConfigError
 from lvmkit.runs.run import Run
 from lvmkit.training.train import resolve_device
@@ -105,7 +105,7 @@ def _sampler(model: IterativeGenerator, cfg, choice: dict | None = None) -> dict
         s = model.make_sampler(name, steps=steps, eta=eta)
         name = s.name
     else:
-        s = getattr(model, "default_sampler", None)
+        s = model.default_sampler if isinstance(model, IterativeGenerator) else None
         name = getattr(cfg.model, "sampler", None) or (type(s).__name__ if s is not None else "the model's default")
     # A sampler without its own step count takes every step of the chain (ancestral: all T), or
     # the family's sample_steps (an RBM's chain).
@@ -189,7 +189,7 @@ def _quality(run: Run, model, q: dict | None) -> dict | str:
 def _likelihood(run: Run, model) -> dict | str:
     """The test NLL or its bound in nats per example, with the estimator that produced it."""
     ev = run.read_json("eval.json")
-    if ev is None and not isinstance(model, DensityModel):
+    if ev is None and not has(model, DensityModel):
         return f"not available: the {run.config.model.kind} model has no likelihood"
     if ev is None:
         return f"not computed: run lvmkit evaluate {run.path}"

@@ -315,6 +315,14 @@ class Stepwise(abc.ABC):
         return [(f"t={t}", c) for t, c in enumerate(self.trace(x).canvases, start=1)]
 
 
+class LatentTrajectory(abc.ABC):
+    """Codes that move in time (a latent ODE's z(t)): the report's latent-trajectory figure."""
+
+    @abc.abstractmethod
+    def latent_path(self, z0: Tensor, origin: Tensor, times: Tensor) -> Tensor:
+        """z at ``times`` (batch, n) from z0 (batch, latent_dim) at ``origin`` (batch,): (batch, n, latent_dim)."""
+
+
 class ImageFilters(abc.ABC):
     """Weights that read as images (an RBM's hidden units): the report's filter figure."""
 
@@ -413,6 +421,6 @@ def isinstance_family(name: str, capability: type) -> bool:
     return issubclass(FAMILIES.get(name).model_class, capability)
 
 
-__all__ = ["AbstractModel", "CAPABILITIES", "ClusterModel", "DensityModel", "Encoder", "EnergyModel", "EvidenceBound",
+__all__ = ["AbstractModel", "CAPABILITIES", "ClusterModel", "LatentTrajectory", "DensityModel", "Encoder", "EnergyModel", "EvidenceBound",
            "FAMILIES", "Family", "Forecaster", "Generator", "ImageFilters", "IterativeGenerator", "LatentDecoder",
            "LossOutput", "Reconstructor", "Stepwise", "as_model_tensor", "capabilities", "has", "require"]

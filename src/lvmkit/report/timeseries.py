@@ -14,7 +14,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from lvmkit.report import page as _report  # noqa: E402
-from lvmkit.core.contract import Encoder, Forecaster  # noqa: E402
+from lvmkit.core.contract import Encoder, Forecaster, LatentTrajectory  # noqa: E402
 from lvmkit.data.packing import HELD_OUT, OBSERVED, channels, feature_units, with_queries  # noqa: E402
 from lvmkit.models.timeseries.bands import predict_bands  # noqa: E402
 
@@ -89,7 +89,7 @@ def _trajectories(ctx) -> str | None:
 
 def _latent_paths(ctx) -> str | None:
     # A forecaster with codes (the latent ODE) shows its latent paths.
-    if not (isinstance(ctx.model, Forecaster) and isinstance(ctx.model, Encoder) and hasattr(ctx.model, "latent_path")) \
+    if not (isinstance(ctx.model, Forecaster) and isinstance(ctx.model, Encoder) and isinstance(ctx.model, LatentTrajectory)) \
             or len(ctx.test) == 0:
         return None
     x = ctx.test.x[:100]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from torch import Tensor, nn
 
-from lvmkit.core.contract import FAMILIES, AbstractModel, Encoder, Family, Forecaster, LossOutput
+from lvmkit.core.contract import FAMILIES, AbstractModel, Encoder, Family, Forecaster, LatentTrajectory, LossOutput
 from lvmkit.models.timeseries.config import TINY_SERIES, LatentODEConfig
 from lvmkit.models.parts.distributions import kl_std_normal, reparameterize
 from lvmkit.models.parts.likelihoods import Likelihood
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from lvmkit.data.scaling import Scaler
 
 
-class LatentODE(AbstractModel, Encoder, Forecaster):
+class LatentODE(AbstractModel, Encoder, Forecaster, LatentTrajectory):
     """Recognition network -> q(z0), latent vector field, decoder, Gaussian likelihood.
 
     Args:
