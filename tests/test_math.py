@@ -426,3 +426,22 @@ def test_log_prob_many_scores_each_example_against_each_of_its_parameter_sets(na
             else:
                 exact = lik.log_prob(params[b, j][None], x[b][None])[0]
             torch.testing.assert_close(many[b, j], exact, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3, 7, 64])
+def test_importance_weighted_combines_chunks_into_the_logmeanexp_of_all_weights(chunk):
+    from lvmkit.models.parts.evaluation import importance_weighted
+
+    w = torch.randn(5, 37, generator=torch.Generator().manual_seed(0), dtype=DTYPE) * 30  # spread: no naive exp
+    drawn = []
+
+    def log_weights(m):
+        out = w[:, sum(drawn):sum(drawn) + m]
+        drawn.append(m)
+        return out
+
+    got = importance_weighted(log_weights, 5, 37, chunk, w.device, w.dtype)
+    assert sum(drawn) == 37 and (chunk is None or max(drawn) <= chunk)
+    assert torch.allclose(got, torch.logsumexp(w, 1) - math.log(37), rtol=0, atol=1e-12)
+    with pytest.raises(lvmkit.ConfigError, match=r"must be positive; got k=0, chunk=None"):
+        importance_weighted(log_weights, 5, 0, None, w.device, w.dtype)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from lvmkit.core.errors import ConfigError
 from lvmkit.core.registry import Registry
+from lvmkit.models.parts.distributions import kl_normal_terms
 
 NOISE_SCHEDULES: Registry[Callable[[int], Tensor]] = Registry("noise schedule")
 
@@ -43,11 +44,6 @@ def cosine_betas(T: int, s: float = 0.008) -> Tensor:
     f = torch.cos((steps / T + s) / (1 + s) * math.pi / 2) ** 2
     abar = f / f[0]
     return (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
-
-
-def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
-    """KL(N(mean1, exp logvar1) || N(mean2, exp logvar2)) elementwise."""
-    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0)
 
 
 def _std_normal_cdf(x: Tensor) -> Tensor:
@@ -176,7 +172,7 @@ class GaussianDiffusion(nn.Module):
         """L_T = KL(q(x_T | x_0) || N(0, I)) per example, in nats."""
         t = torch.full((x0.shape[0],), self.T - 1, device=x0.device, dtype=torch.long)
         mean, var = self.q_mean_var(x0, t)
-        return normal_kl(mean, var.log(), torch.zeros_like(mean), torch.zeros_like(mean)).flatten(1).sum(1)
+        return kl_normal_terms(mean, var.log(), torch.zeros_like(mean), torch.zeros_like(mean)).flatten(1).sum(1)
 
     def vlb_term(self, pred: Tensor, var_out: Tensor | None, x0: Tensor, xt: Tensor, t: Tensor) -> Tensor:
         """Per example, in nats: L_{t-1} = KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for t > 1 and
@@ -184,6 +180,6 @@ class GaussianDiffusion(nn.Module):
         bound is of the model as trained."""
         mean, logvar, _ = self.p_mean_logvar(pred, var_out, xt, t, clip=False)
         q_mean, _, q_logvar = self.q_posterior(x0, xt, t)
-        kl = normal_kl(q_mean, q_logvar, mean, logvar).flatten(1).sum(1)
+        kl = kl_normal_terms(q_mean, q_logvar, mean, logvar).flatten(1).sum(1)
         nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * logvar).flatten(1).sum(1)
         return torch.where(t == 0, nll, kl)

@@ -20,6 +20,7 @@ from lvmkit.core.errors import ConfigError
 from lvmkit.core.registry import Registry
 from lvmkit.models.diffusion.process import GaussianDiffusion
 from lvmkit.models.mcmc.base import AbstractSampler, ChainState
+from lvmkit.models.parts.distributions import reparameterize
 
 Denoise = Callable[[Tensor, Tensor], tuple[Tensor, Optional[Tensor]]]
 SAMPLERS: Registry[type["DiffusionSampler"]] = Registry("sampler")
@@ -95,7 +96,7 @@ class Ancestral(DiffusionSampler):
     def update(self, diffusion, pred, var_out, xt, t, t_prev, noise):
         tt = torch.full((xt.shape[0],), t, device=xt.device, dtype=torch.long)
         mean, logvar, _ = diffusion.p_mean_logvar(pred, var_out, xt, tt, clip=True)
-        return mean if t == 0 else mean + torch.exp(0.5 * logvar) * noise
+        return mean if t == 0 else reparameterize(mean, logvar, noise)
 
 
 @SAMPLERS.register("ddim")

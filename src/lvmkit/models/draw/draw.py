@@ -11,7 +11,6 @@ scale is not clipped to >= 1.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -29,7 +28,7 @@ from lvmkit.models.draw.attention import READERS, WRITERS
 from lvmkit.core.kinds import MODEL_KINDS
 from lvmkit.models.parts.likelihoods import LIKELIHOODS, Likelihood
 from lvmkit.models.parts.regularizers import REGULARIZERS, Regularizer
-from lvmkit.models.parts.evaluation import reconstruction_and_likelihood
+from lvmkit.models.parts.evaluation import importance_weighted, reconstruction_and_likelihood
 
 # Per-step latent penalties DRAW accepts from REGULARIZERS ("dec" needs a clustering model).
 _LATENTS = ("kl", "mmd", "none")
@@ -269,22 +268,17 @@ class Draw(AbstractModel, Encoder, Reconstructor, Generator, DensityModel, Evide
         logmeanexp_k [log p(x | z_1:T) + sum_t log p(z_t) - sum_t log q(z_t | x, z_<t)];
         a lower bound rising with k. ``chunk`` samples of every example run as one batch."""
         self._require_posterior("The importance-weighted likelihood")
-        if k <= 0 or (chunk is not None and chunk <= 0):
-            raise ConfigError(f"The number of importance samples k and the chunk size must be positive; got k={k}, chunk={chunk}.")
         b = x.shape[0]
-        chunk = chunk or max(1, min(k, 1024 // max(b, 1)))
-        total = torch.full((b,), -math.inf, device=x.device, dtype=x.dtype)
-        done = 0
-        while done < k:
-            m = min(chunk, k - done)
+
+        def log_weights(m: int) -> Tensor:
             xr = x.unsqueeze(0).expand(m, *x.shape).reshape(m * b, *x.shape[1:])  # (m * b, *input_shape)
             tr = self._trace(xr)
             log_w = self.likelihood.log_prob(tr.canvas, xr)
             for z, mean, logvar in zip(tr.zs, tr.means, tr.logvars):
                 log_w = log_w + log_std_normal(z) - log_normal(z, mean, logvar)
-            total = torch.logaddexp(total, torch.logsumexp(log_w.view(m, b), 0))
-            done += m
-        return total - math.log(k)
+            return log_w.view(m, b).T  # (b, m)
+
+        return importance_weighted(log_weights, b, k, chunk, x.device, x.dtype)
 
     @torch.no_grad()
     def evaluate_split(self, split, k: int, batch_size: int = 100) -> dict:

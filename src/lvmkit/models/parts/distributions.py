@@ -31,11 +31,15 @@ def kl_std_normal(mean: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (torch.exp(logvar) + mean**2 - 1.0 - logvar).sum(-1)
 
 
+def kl_normal_terms(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
+    """KL(N(mean1, exp logvar1) || N(mean2, exp logvar2)) elementwise, in closed form:
+    (logvar2 - logvar1 + exp(logvar1 - logvar2) + (mean1 - mean2)^2 exp(-logvar2) - 1) / 2."""
+    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0)
+
+
 def kl_normal(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
-    """KL(N1 || N2) between diagonal Gaussians per row, in closed form."""
-    return 0.5 * (
-        logvar2 - logvar1 + (torch.exp(logvar1) + (mean1 - mean2) ** 2) * torch.exp(-logvar2) - 1.0
-    ).sum(-1)
+    """KL(N1 || N2) between diagonal Gaussians per row (:func:`kl_normal_terms` summed over the last dimension)."""
+    return kl_normal_terms(mean1, logvar1, mean2, logvar2).sum(-1)
 
 
 def logmeanexp(x: Tensor, dim: int) -> Tensor:

@@ -4,7 +4,37 @@ from __future__ import annotations
 import math
 import time
 
+from typing import Callable
+
 import torch
+from torch import Tensor
+
+from lvmkit.core.errors import ConfigError
+
+
+@torch.no_grad()
+def importance_weighted(log_weights: Callable[[int], Tensor], batch: int, k: int, chunk: int | None,
+                        device: torch.device, dtype: torch.dtype) -> Tensor:
+    """log (1/k) sum_i w_i per example (Burda et al. 2015, eq. 8), the k log-weights
+    log p(x, z_i) - log q(z_i | x) drawn ``chunk`` at a time by ``log_weights(m)`` -> (batch, m)
+    and combined with a running log-sum-exp, so memory does not grow with k.
+
+    The default chunk keeps about 1000 decoder rows per call (temporaries stay in cache;
+    measured faster than 8192).
+
+    Raises:
+        ConfigError: k or chunk is not positive.
+    """
+    if k <= 0 or (chunk is not None and chunk <= 0):
+        raise ConfigError(f"The number of importance samples k and the chunk size must be positive; got k={k}, chunk={chunk}.")
+    chunk = chunk or max(1, min(k, 1024 // max(batch, 1)))
+    total = torch.full((batch,), -math.inf, device=device, dtype=dtype)
+    done = 0
+    while done < k:
+        m = min(chunk, k - done)
+        total = torch.logaddexp(total, torch.logsumexp(log_weights(m), 1))
+        done += m
+    return total - math.log(k)
 
 
 @torch.no_grad()

@@ -85,7 +85,7 @@ class LatentODE(AbstractModel, Encoder, Forecaster, LatentTrajectory):
         s = max(samples, 1)
         if samples:
             eps = torch.randn((s, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype)
-            z0 = (mean + torch.exp(0.5 * logvar) * eps).reshape(-1, mean.shape[-1])
+            z0 = reparameterize(mean, logvar, eps).reshape(-1, mean.shape[-1])
         else:
             z0 = mean
         rep = lambda a: a.repeat(s, *([1] * (a.dim() - 1)))  # noqa: E731  (S*B, ...)
