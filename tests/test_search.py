@@ -111,19 +111,20 @@ def test_report_spearman_and_best_toml(search_dir):
     assert 'src="top_trials.png"' in html.read_text()
 
 
-def test_resume_requeues_a_dead_workers_trial_and_runs_only_the_missing(tmp_path):
+def test_resume_retries_a_dead_workers_trial_and_runs_only_the_missing(tmp_path):
     out = tmp_path / "s"
-    run_search(_space(tmp_path), trials=2, out=out)
+    run_search(_space(tmp_path, heartbeat=1, grace_period=2), trials=2, out=out)
     storage = f"sqlite:///{out / 'study.db'}"
     study = optuna.load_study(study_name="space", storage=storage)
-    dead = study.ask()  # a worker that sampled its parameters and was killed
+    dead = study.ask()  # a worker without a heartbeat (an older lvmkit) that sampled its parameters and was killed
     load_space(out / "space.toml").sample(dead)
     study = run_search(resume=out, trials=4)
     states = [t.state.name for t in study.trials]
-    assert states.count("COMPLETE") == 4 and states[dead.number] == "FAIL"
+    assert states.count("COMPLETE") == 4 and states[dead.number] == "FAIL" and len(states) == 5
     assert len(list((out / "trials").iterdir())) == 4  # two before, two now; the dead one never wrote a run
-    again = [t for t in study.trials if t.user_attrs.get("requeued_from") == dead.number]
+    again = [t for t in study.trials if t.user_attrs.get("retried_from") == dead.number]
     assert len(again) == 1 and again[0].params == dead.params and again[0].state.name == "COMPLETE"
+    assert again[0].system_attrs["retry_history"] == [dead.number]  # optuna's record of the retry
     assert run_search(resume=out).trials == study.trials  # nothing left to do
 
 

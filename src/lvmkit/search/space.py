@@ -6,6 +6,8 @@ with one more table::
     [search]
     objective = "val_loss"        # a key of the run's metrics records, or probe_f1 (search.objectives)
     direction = "minimize"        # or "maximize"
+    heartbeat = 60                # seconds between a worker's heartbeats (optuna's RDB heartbeat)
+    grace_period = 180            # a trial whose heartbeat is older is failed and retried once
     [search.params]
     "model.latent_dim" = {type = "int", low = 2, high = 16, log = true}
     "train.lr" = {type = "float", low = 1e-4, high = 1e-2, log = true}
@@ -217,7 +219,7 @@ class Layers:
 #: ``type`` names of ``[search.params]`` entries and what builds each.
 PARAM_TYPES = {"int": Range.from_spec, "float": Range.from_spec, "categorical": Choice.from_spec, "bool": _bool,
                "fixed": Fixed.from_spec, "layers": Layers.from_spec}
-_SEARCH_KEYS = ("objective", "direction", "params", "trials", "sampler", "prune", *OPTIONS)
+_SEARCH_KEYS = ("objective", "direction", "params", "trials", "sampler", "prune", "heartbeat", "grace_period", *OPTIONS)
 SAMPLERS = ("random", "tpe")
 # "train.betas[0]": one entry of a list the base experiment sets.
 _INDEXED = re.compile(r"(.+)\[(\d+)\]")
@@ -271,6 +273,8 @@ class SearchSpace:
     sampler: str = "random"
     prune: bool = True
     options: dict[str, Any] = field(default_factory=dict)
+    heartbeat: float = 60.0
+    grace_period: float = 180.0
     seed: int = field(init=False, default=0)
     metric: Objective = field(init=False)
 
@@ -354,6 +358,23 @@ def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _seconds(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"search.{key} must be a positive number of seconds, got {value!r}; write e.g. {key} = 60.")
+    return float(value)
+
+
+def _heartbeat(search: dict[str, Any]) -> tuple[float, float]:
+    # Trials last minutes: a beat a minute costs nothing, and a dead worker's trial is noticed
+    # (failed and retried) three minutes after its last beat, two missed beats being tolerated.
+    heartbeat = _seconds("heartbeat", search.get("heartbeat", 60))
+    grace = _seconds("grace_period", search.get("grace_period", 3 * heartbeat))
+    if grace <= heartbeat:
+        raise ConfigError(f"search.grace_period = {grace:g} s is not longer than search.heartbeat = {heartbeat:g} s, so a "
+                          f"live worker's trial would be failed between two beats; use e.g. grace_period = {3 * heartbeat:g}.")
+    return heartbeat, grace
+
+
 def parse_space(doc: dict[str, Any]) -> SearchSpace:
     """Validate a space document (an experiment dict with a ``[search]`` table)."""
     doc = copy.deepcopy(doc)
@@ -384,6 +405,7 @@ def parse_space(doc: dict[str, Any]) -> SearchSpace:
     if prune and not metric.per_epoch:
         raise ConfigError(f"search.prune needs an objective reported every epoch, but {objective!r} is computed once after "
                           "training; remove search.prune or set it to false.")
+    heartbeat, grace = _heartbeat(search)
     raw = search.get("params", {})
     if not isinstance(raw, dict) or not raw:
         raise ConfigError("The [search.params] table is empty; add entries such as \"model.latent_dim\" = {type = \"int\", low = 2, high = 16}.")
@@ -396,7 +418,7 @@ def parse_space(doc: dict[str, Any]) -> SearchSpace:
         make_config(doc)
     except ConfigError as err:
         raise ConfigError(f"The base experiment of the space is invalid: {str(err).rstrip('.')}.") from None
-    space = SearchSpace(doc, params, objective, direction, trials, sampler, prune, options)
+    space = SearchSpace(doc, params, objective, direction, trials, sampler, prune, options, heartbeat, grace)
     space.check()
     return space
 

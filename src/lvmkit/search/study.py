@@ -7,13 +7,20 @@ Layout of a search directory ``DIR``::
     DIR/study.db         the SQLite storage (default)
     DIR/trials/NNNN/     one run directory per optuna trial number
 
-Workers are local processes started with ``spawn``; they share the study through its storage,
-each runs a fixed share of the missing trials (so the total is exactly N), and each also stops
-once the study holds N finished trials (optuna's ``MaxTrialsCallback``), in case another
-process works on the same study.
+Workers are local processes started with ``spawn``, or processes on other machines that joined
+the same study through a server's storage. A worker starts a trial while fewer than N trials
+are running, waiting or finished, and stops once N are finished; meanwhile it watches the
+others' trials. Each running trial beats (optuna's RDB heartbeat, every ``search.heartbeat``
+seconds); a trial whose beat is older than ``search.grace_period`` lost its worker (SIGKILL, a
+lost machine), and whichever worker notices first fails it and enqueues its parameters once
+more (``RetryHeartbeatStaleTrialCallback``, ``max_retry=1``; the retry's user attrs say
+``retried_from``), so the study still ends with N finished trials. A trial whose worker still
+beats is never touched, whichever machine runs it.
 """
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import math
 import os
@@ -31,6 +38,7 @@ from lvmkit.search.objectives import Objective, make_objective
 from lvmkit.search.space import SAMPLERS, SearchSpace, load_space
 
 _FINISHED = ("COMPLETE", "PRUNED")
+_LIVE = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")  # trials that count towards N
 
 
 def _optuna():
@@ -52,9 +60,10 @@ def _where(url: str) -> str:
             f"(database {u.database!r}, user {u.username!r})")
 
 
-def _storage(url: str):
-    """Optuna's RDB storage at ``url``; a URL that cannot be read, a missing driver or a server
-    that cannot be reached is a one-sentence :class:`LvmkitError` (never showing the password)."""
+def _storage(url: str, space: SearchSpace | None = None):
+    """Optuna's RDB storage at ``url``, with the heartbeat of ``space`` when given (for workers);
+    a URL that cannot be read, a missing driver or a server that cannot be reached is a
+    one-sentence :class:`LvmkitError` (never showing the password)."""
     optuna = _optuna()
     import sqlalchemy.exc
 
@@ -63,15 +72,19 @@ def _storage(url: str):
     except sqlalchemy.exc.ArgumentError:
         raise LvmkitError(f"--storage {url.split('@')[-1]!r} is not a database URL; write e.g. "
                           "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB or sqlite:///search.db.") from None
+    # optuna 4.9 renamed failed_trial_callback to heartbeat_stale_trial_callback (the old name warns)
+    renamed = "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
+    beat = {} if space is None else {"heartbeat_interval": space.heartbeat, "grace_period": space.grace_period,
+                                     "heartbeat_stale_trial_callback" if renamed else "failed_trial_callback": _Retry()}
     try:
         if url.startswith("sqlite:"):
             # Workers share one SQLite file: wait for its lock rather than fail at once.
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}}, **beat)
         # No pool for a server: a connection per session, closed after it, so none is left open
         # when a storage object is dropped (or inherited by a worker process).
         from sqlalchemy.pool import NullPool
 
-        return optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
+        return optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool}, **beat)
     except ImportError:
         raise LvmkitError(f"The database driver for the {where} is not installed; install it with "
                           "pip install 'lvmkit[postgres]' (psycopg) and write postgresql+psycopg://... for PostgreSQL.") from None
@@ -132,11 +145,102 @@ class _Report:
                 trainer.stopped = f"pruned by the search at epoch {record['epoch']} (median rule)"
 
 
-def _objective(space: SearchSpace, out: Path, progress: bool):
+class _Retry:
+    """The storage's heartbeat-stale trial callback: optuna's RetryHeartbeatStaleTrialCallback
+    with ``max_retry=1`` (it enqueues the parameters again and records ``failed_trial`` and
+    ``retry_history`` in the retry's system attrs); the retry's user attrs are only
+    ``retried_from``, not the dead run's directory and worker."""
+
+    def __call__(self, study, trial) -> None:
+        retry = copy.copy(trial)
+        retry.user_attrs = {"retried_from": trial.number}
+        storages = _optuna().storages  # RetryFailedTrialCallback before optuna 4.9 (a deprecated alias since)
+        retry_once = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+        retry_once(max_retry=1)(study, retry)
+
+
+class _Stale:
+    """Fails, and retries once, the running trials whose worker is gone: those whose heartbeat
+    is older than the grace period (optuna's ``fail_stale_trials``, followed by the storage's
+    :class:`_Retry`), and those that never beat (left by an lvmkit without heartbeats, or
+    killed before their first beat) once this process has seen them so for the grace period:
+    this process's clock, since other machines' clocks are not comparable."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.silent: dict[int, float] = {}  # trial id -> when first seen running without a beat
+
+    def __call__(self, study) -> None:
+        optuna = _optuna()
+        optuna.storages.fail_stale_trials(study)
+        now = time.monotonic()
+        silent = _silent(study)
+        self.silent = {i: self.silent.get(i, now) for i in silent}
+        for i in silent:
+            if now - self.silent[i] <= self.grace:
+                continue
+            try:
+                study._storage.set_trial_user_attr(i, "failed_because", "left running by a worker without a heartbeat; retried")
+                if study._storage.set_trial_state_values(i, optuna.trial.TrialState.FAIL):
+                    _Retry()(study, study._storage.get_trial(i))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker failed it first (and retried it)
+
+
+def _silent(study) -> set[int]:
+    """Ids of the study's running trials that never beat (no row in optuna's heartbeat table;
+    optuna's own staleness check skips them, and it has no public way to ask)."""
+    import sqlalchemy.orm
+    from optuna.storages._rdb import models
+
+    optuna = _optuna()
+    backend = getattr(study._storage, "_backend", study._storage)  # load_study wraps the RDB storage in a cache
+    with sqlalchemy.orm.Session(backend.engine) as session:
+        rows = (session.query(models.TrialModel.trial_id).outerjoin(models.TrialHeartbeatModel)
+                .filter(models.TrialModel.study_id == study._study_id,
+                        models.TrialModel.state == optuna.trial.TrialState.RUNNING,
+                        models.TrialHeartbeatModel.trial_id.is_(None)))
+        return {i for (i,) in rows}
+
+
+class _Surplus(Exception):
+    """A trial created when N trials were already running, waiting or finished (two machines
+    asked at once); it ends as failed without training."""
+
+
+class _Gate:
+    """A local lock held from counting the study's trials until the new trial exists, so that
+    two local workers never start the N+1st trial together (workers on other machines may:
+    :class:`_Surplus` catches that)."""
+
+    def __init__(self, lock=None) -> None:
+        self.lock, self.held = lock, False
+
+    def acquire(self) -> None:
+        if self.lock is not None:
+            self.lock.acquire()
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.lock.release()
+
+
+def _objective(space: SearchSpace, out: Path, progress: bool, n: int, gate: _Gate):
     from lvmkit.training.train import train
 
     def run_trial(trial) -> float:
         optuna = _optuna()
+        gate.release()
+        states = tuple(getattr(optuna.trial.TrialState, s) for s in _LIVE)
+        # Trial numbers are handed out in order, so "fewer than N live trials before this one"
+        # lets at most N trials run, however many machines ask at the same moment.
+        before = [t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
+        if len(before) >= n:
+            trial.set_user_attr("failed_because", f"not needed: {n} trials were already running or finished when it "
+                                                  "started")
+            raise _Surplus()
         values = space.sample(trial)
         cfg = make_config(space.document(values))
         run_dir = out / "trials" / f"{trial.number:04d}"
@@ -169,11 +273,12 @@ def _objective(space: SearchSpace, out: Path, progress: bool):
     return run_trial
 
 
-def _optimize(out: Path, worker: int, quota: int, threads: int | None, progress: bool, errors=None,
-              url: str | None = None) -> None:
+def _optimize(out: Path, worker: int, threads: int | None, progress: bool, errors=None, url: str | None = None,
+              lock=None) -> None:
     """One worker: load the study from DIR/study.json (at ``url`` when given: the storage URL
-    with its password) and run up to ``quota`` trials (fewer if the study reaches N finished
-    trials first, e.g. when another process or machine works on it too)."""
+    with its password) and run trials while fewer than N are running, waiting or finished;
+    then watch the others' until N are finished, running any stale trial's retry. ``lock`` is
+    shared by the local workers (see :class:`_Gate`)."""
     try:
         if threads:
             import torch
@@ -182,7 +287,7 @@ def _optimize(out: Path, worker: int, quota: int, threads: int | None, progress:
         optuna = _optuna()
         info = json.loads((out / "study.json").read_text())
         space = search_space(out)
-        storage = _storage(url or info["storage"])
+        storage = _storage(url or info["storage"], space)
         pruner = optuna.pruners.MedianPruner() if space.prune else optuna.pruners.NopPruner()  # not kept in storage
         study = optuna.load_study(study_name=info["study"], storage=storage, pruner=pruner)
         n = info["trials"]
@@ -191,24 +296,38 @@ def _optimize(out: Path, worker: int, quota: int, threads: int | None, progress:
         # Distinct streams per worker and per resume: the same seed again would replay the same points.
         seed = int(np.random.SeedSequence([space.seed, worker, len(study.trials)]).generate_state(1)[0])
         study.sampler = _sampler(info["sampler"], seed)
-        stop = optuna.study.MaxTrialsCallback(n, states=tuple(getattr(optuna.trial.TrialState, s) for s in _FINISHED))
-        study.optimize(_objective(space, out, progress), n_trials=quota, callbacks=[stop], catch=())
+        gate, stale = _Gate(lock), _Stale(space.grace_period)
+        objective = _objective(space, out, progress, n, gate)
+        watching = False
+        while True:
+            gate.acquire()
+            try:
+                stale(study)
+                states = [t.state.name for t in study.get_trials(deepcopy=False)]
+                if sum(s in _FINISHED for s in states) >= n:
+                    break
+                if "WAITING" in states or sum(s in _LIVE for s in states) < n:
+                    watching = False
+                    try:
+                        study.optimize(objective, n_trials=1, catch=(_Surplus,))
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        # Our beats stopped for longer than the grace period (a suspended machine):
+                        # another worker failed this trial and retried it; the result is dropped.
+                        if progress:
+                            print("a trial of this worker was failed by another after its heartbeat stopped; going on",
+                                  file=sys.stderr)
+                    continue
+            finally:
+                gate.release()
+            if progress and not watching:
+                print(f"worker {platform.node()}:{os.getpid()}: the other trials run in other workers; watching their heartbeats",
+                      file=sys.stderr)
+            watching = True
+            time.sleep(min(space.heartbeat, 5.0))
     except BaseException as err:
         if errors is None:
             raise
         errors.put(str(err) if isinstance(err, LvmkitError) else f"{type(err).__name__}: {err}")
-
-
-def _requeue_stale(study) -> int:
-    """Mark trials left RUNNING (their worker died) as FAIL and enqueue their parameters again."""
-    optuna = _optuna()
-    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    for t in stale:
-        study._storage.set_trial_user_attr(t._trial_id, "failed_because", "left running by a dead worker; re-queued on resume")
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        if t.params:
-            study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
-    return len(stale)
 
 
 def search_space(out: str | Path) -> SearchSpace:
@@ -249,8 +368,10 @@ def run_search(space_path: str | Path | None = None, *, trials: int | None = Non
         study: the study name (default: the space file's stem).
         out: the search directory (default: searches/STEM-TIME).
         sampler: "random" (default, seeded by ``train.seed``) or "tpe".
-        resume: a search directory to continue: trials left RUNNING are marked FAIL and their
-            parameters re-queued, then trials run until ``trials`` (default: its own) are finished.
+        resume: a search directory to continue until ``trials`` (default: its own) are finished.
+            A running trial whose heartbeat is older than ``search.grace_period`` (its worker
+            died) is failed and retried once; one whose worker still beats, on this machine or
+            another, is left running (and counted).
         progress: one line per trial on stderr.
         overrides: ``key=value`` strings applied to the space file (``train.epochs=2``,
             ``data.path=events.h5``, ``search.objective_labels=10``); kept in study.json.
@@ -289,8 +410,7 @@ def run_search(space_path: str | Path | None = None, *, trials: int | None = Non
         if sampler is not None:
             info["sampler"] = sampler
         (out / "study.json").write_text(json.dumps(info, indent=2))
-        handle = optuna.load_study(study_name=info["study"], storage=_storage(url))
-        _requeue_stale(handle)
+        handle = optuna.load_study(study_name=info["study"], storage=_storage(url))  # the workers fail stale trials
     else:
         if space_path is None:
             raise LvmkitError("Pass a space file (an experiment TOML with a [search] table) or --resume DIR.")
@@ -321,20 +441,17 @@ def run_search(space_path: str | Path | None = None, *, trials: int | None = Non
         info = {"storage": _without_password(url), "study": name, "sampler": sampler, "trials": trials or space.trials,
                 "overrides": list(overrides or [])}
         (out / "study.json").write_text(json.dumps(info, indent=2))
-    # Each worker gets a fixed share of the missing trials, so the total is exact: a shared
-    # "stop at N running-or-finished" rule races when two workers ask at the same moment.
-    remaining = max(0, json.loads((out / "study.json").read_text())["trials"] - _count(handle, _FINISHED))
-    quotas = [q for q in (remaining // workers + (w < remaining % workers) for w in range(workers)) if q > 0]
-    if len(quotas) == 1:
-        _optimize(out, 0, quotas[0], None, progress, url=url)
-    elif quotas:
+    n = json.loads((out / "study.json").read_text())["trials"]
+    count = min(workers, max(0, n - _count(handle, _FINISHED)))
+    if count == 1:
+        _optimize(out, 0, None, progress, url=url)
+    elif count:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
-        errors = ctx.Queue()
-        threads = max(1, (os.cpu_count() or 1) // len(quotas))
-        procs = [ctx.Process(target=_optimize, args=(out, w, q, threads, progress, errors, url))
-                 for w, q in enumerate(quotas)]
+        errors, lock = ctx.Queue(), ctx.Lock()
+        threads = max(1, (os.cpu_count() or 1) // count)
+        procs = [ctx.Process(target=_optimize, args=(out, w, threads, progress, errors, url, lock)) for w in range(count)]
         for p in procs:
             p.start()
         for p in procs:
@@ -342,6 +459,8 @@ def run_search(space_path: str | Path | None = None, *, trials: int | None = Non
         if not errors.empty():
             raise LvmkitError(f"A search worker failed: {errors.get()}")
         dead = [p.exitcode for p in procs if p.exitcode]
-        if dead:
+        if dead and _count(optuna.load_study(study_name=handle.study_name, storage=_storage(url)), _FINISHED) < n:
             raise LvmkitError(f"A search worker exited with status {dead[0]}; continue with --resume {out}.")
+        if dead and progress:  # the others retried its trial and finished the study
+            print(f"a search worker exited with status {dead[0]}; the other workers finished its trials", file=sys.stderr)
     return optuna.load_study(study_name=handle.study_name, storage=_storage(url))
