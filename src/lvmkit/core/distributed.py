@@ -18,12 +18,33 @@ them one process group (gloo on the CPU, nccl on GPUs). What each process does:
 
 Chains and replay buffers (RBM, EBM) are per process; a checkpoint keeps process 0's, so a
 resume on N processes starts all N from them.
+
+Faults: a process that dies makes the others' next collective fail (within
+``LVMKIT_DIST_TIMEOUT`` seconds) and torchrun stop the group. With ``torchrun --max-restarts K``
+torchrun then starts the same command again; the restarted ``lvmkit train CONFIG`` finds the run
+its launch made (in ``--out``, or among the default ``runs/KIND-DATA-TIME``; ``--overwrite`` does
+not clear it) by the launch recorded in its ``meta.json`` (rendezvous id and agents, see
+:func:`launch`), and resumes it from its last checkpoint (written at every epoch's end): the
+killed epoch is replayed from its own seed, so the run ends with the weights of an uninterrupted
+one. A run another launch left in ``--out`` is never resumed this way. Without torchrun, or when
+the restarts are spent, ``lvmkit train --resume RUN`` continues it on any number of processes.
+A restarted group meets in torchrun's agent store under a prefix of its own attempt
+(:func:`_attempt_store`): the store outlives restarts and keeps the addresses of the attempt
+before, which would otherwise be read as this attempt's (pytorch/pytorch#135712).
+For tests, ``LVMKIT_FAULT_KILL_AT_STEP=RANK:STEP`` makes process RANK SIGKILL itself just before
+global step STEP of the first attempt (:func:`fault_point`).
 """
 from __future__ import annotations
 
 import datetime
+import json
 import os
+import platform
+import signal
+import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -33,6 +54,8 @@ from lvmkit.core.errors import ConfigError
 
 #: how long a collective waits for a process that died or hangs before failing
 TIMEOUT_SECONDS = int(os.environ.get("LVMKIT_DIST_TIMEOUT", "120"))
+#: test-only fault injection, "RANK:STEP" (see fault_point); unset in normal use
+FAULT_ENV = "LVMKIT_FAULT_KILL_AT_STEP"
 
 
 @dataclass(frozen=True)
@@ -71,8 +94,47 @@ def init(device_type: str) -> World:
         raise ConfigError("This PyTorch build has no torch.distributed; run lvmkit train without torchrun.")
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=TIMEOUT_SECONDS))
+        timeout = datetime.timedelta(seconds=TIMEOUT_SECONDS)
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # torchrun's agent hosts the store
+            dist.init_process_group(backend, store=_attempt_store(world, timeout), rank=world.rank,
+                                    world_size=world.size, timeout=timeout)
+        else:  # a store of this attempt's own (torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, or env://)
+            dist.init_process_group(backend, timeout=timeout)
     return world
+
+
+def _attempt_store(world: World, timeout: datetime.timedelta):
+    """torchrun's agent store (MASTER_ADDR:MASTER_PORT) under a prefix of this attempt alone.
+
+    The agent's store outlives a restart (so it outlives every process, as the group's store
+    must), but then it also keeps the keys of the attempt before (each process's address), which
+    the restarted group would read as its own and fail to connect (pytorch/pytorch#135712).
+    Process 0 publishes a fresh token; every other process answers the token it reads with a
+    nonce of its own and takes the token once process 0 acknowledges that nonce. A token the
+    attempt before left is never acknowledged (its process 0 is gone), so it reads again."""
+    import torch.distributed as dist
+
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+    if world.main:
+        token = uuid.uuid4().hex
+        agent.set("lvmkit/attempt", token)
+        for r in range(1, world.size):
+            nonce = agent.get(f"lvmkit/{token}/joined/{r}").decode()
+            agent.set(f"lvmkit/{token}/ack/{nonce}", "")
+        return dist.PrefixStore(f"lvmkit/{token}/", agent)
+    nonce, deadline = uuid.uuid4().hex, time.monotonic() + timeout.total_seconds()
+    while time.monotonic() < deadline:
+        token = agent.get("lvmkit/attempt").decode()
+        agent.set(f"lvmkit/{token}/joined/{world.rank}", nonce)
+        # polled with check(): with a timed wait() here, 3 of 28 two-process runs had process 1
+        # abort at exit (std::terminate); none of 12 with check()
+        answer_by = time.monotonic() + 1.0
+        while time.monotonic() < answer_by:
+            if agent.check([f"lvmkit/{token}/ack/{nonce}"]):
+                return dist.PrefixStore(f"lvmkit/{token}/", agent)
+            time.sleep(0.02)
+    raise RuntimeError(f"Process {world.rank} got no answer from process 0 through torchrun's store within {timeout}; "
+                       "check process 0's log, or raise LVMKIT_DIST_TIMEOUT.")
 
 
 def local_device(name: str) -> str:
@@ -162,3 +224,80 @@ def shutdown(world: World) -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def restart_count() -> int:
+    """How many times this process's torchrun agent has restarted its processes (0: the first
+    attempt). Per agent: on several machines, only the agent whose process failed counts it."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def _agent() -> str:
+    # torchrun's agent starts the processes as its children and stays alive across restarts
+    return f"{platform.node()}:{os.getppid()}"
+
+
+def launch(world: World) -> dict | None:
+    """This torchrun launch: its rendezvous id and the agents (host:pid) of all its processes,
+    the same in every attempt of the launch and different in any other launch (an agent is alive
+    while its launch is); None outside torchrun. A collective: every process calls it."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    agents = [_agent()]
+    if world.active:
+        import torch.distributed as dist
+
+        agents = [None] * world.size
+        dist.all_gather_object(agents, _agent())
+    return {"run_id": os.environ["TORCHELASTIC_RUN_ID"], "agents": sorted(set(agents))}
+
+
+def record_launch(meta: Path, launched: dict | None) -> None:
+    """Add the launch ``launched`` (:func:`launch`) to the run's metadata file ``meta`` (JSON)
+    under ``"torchrun"``, so that a restart of it finds its run (process 0 calls it)."""
+    if launched is not None:
+        doc = json.loads(meta.read_text()) if meta.is_file() else {}
+        meta.write_text(json.dumps({**doc, "torchrun": launched}, indent=2))
+
+
+def made_by_this_launch(run: Path) -> bool:
+    """Whether the run directory ``run`` was made by this torchrun launch, started again since:
+    its ``meta.json`` records (:func:`record_launch`) this rendezvous id and this process's agent."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return False
+    try:
+        recorded = json.loads((Path(run) / "meta.json").read_text()).get("torchrun")
+    except (OSError, ValueError, AttributeError):  # no run there, or not one of ours
+        return False
+    return (isinstance(recorded, dict) and recorded.get("run_id") == os.environ["TORCHELASTIC_RUN_ID"]
+            and _agent() in recorded.get("agents", ()))
+
+
+def restarted_run(world: World, runs: Iterable[Path]) -> Path | None:
+    """The run directory among ``runs`` that this torchrun launch made before torchrun restarted
+    it (process 0 decides for all), or None: outside torchrun, in a first attempt, or when the
+    launch died before making one. A collective under torchrun."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    found = next((str(path) for path in runs if made_by_this_launch(path)), None) if world.main else None
+    found = broadcast(world, found)
+    return None if found is None else Path(found)
+
+
+def fault_point(world: World, step: int) -> None:
+    """Test-only: SIGKILL this process before global step ``step`` when ``LVMKIT_FAULT_KILL_AT_STEP``
+    is ``RANK:STEP`` for this rank and step, in the first attempt only
+    (a torchrun restart runs on; outside torchrun every run is a first attempt).
+
+    Raises:
+        ConfigError: the variable is set but is not RANK:STEP.
+    """
+    text = os.environ.get(FAULT_ENV)
+    if not text:
+        return
+    try:
+        rank, at = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"{FAULT_ENV} must be RANK:STEP (e.g. 1:25), got {text!r}; unset it outside tests.") from None
+    if (rank, at) == (world.rank, step) and restart_count() == 0:
+        os.kill(os.getpid(), signal.SIGKILL)

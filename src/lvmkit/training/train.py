@@ -241,6 +241,7 @@ class Trainer:
                     break
                 if len(xb) < self.world.size:  # a last batch too small to share: every process skips it
                     continue
+                dist.fault_point(self.world, self.step)  # tests only: LVMKIT_FAULT_KILL_AT_STEP
                 global_n, xb = len(xb), dist.share(self.world, xb)
                 self.opt.share_weight = len(xb) / global_n
                 self.opt.lr_factor = lr_factor(cfg.lr_schedule, self.step, self.planned_steps, cfg.lr_final, cfg.lr_warmup)
@@ -420,6 +421,13 @@ def train(config: ExperimentConfig, out: str | Path | None = None, *, progress: 
     """
     device, world = _setup(config.train)
     try:
+        # torchrun --max-restarts started this launch again after a process died: its run goes on
+        # (without --out, among Run.create's default directories runs/KIND-DATA-TIME)
+        mine = dist.restarted_run(world, [Path(out)] if out is not None
+                                  else Path("runs").glob(f"{config.model.kind}-{config.data.name}-*"))
+        if mine is not None:
+            return resume(mine, progress=progress, report=report, callbacks=callbacks)
+        launched = dist.launch(world)  # recorded in the run, for that restart
         data = load_data(config.data, config.train.seed)
         model = _build(config, data, device)
         notes = _check_compatible(model, data)
@@ -433,6 +441,7 @@ def train(config: ExperimentConfig, out: str | Path | None = None, *, progress: 
         run = Run.create(config, out) if world.main else None
         run = run if world.main else Run.open(dist.broadcast(world, None))
         if world.main:
+            dist.record_launch(run.path / "meta.json", launched)
             dist.broadcast(world, str(run.path))
         run._data = data
         trainer = Trainer(run, data.to(device), model, config.train, device, progress, callbacks, world)
