@@ -289,3 +289,18 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path):
     untimed = lambda ms: [{k: v for k, v in m.items() if "seconds" not in k} for m in ms]  # noqa: E731
     assert untimed(run.read_metrics()) == untimed(ref.read_metrics())
     assert run.read_json("optimizers.json") == ref.read_json("optimizers.json")
+
+
+def test_a_run_of_a_model_without_selection_resumes_with_the_default_patience(tmp_path):
+    """The stored config lists every field, so an RBM run whose config never named patience
+    holds patience = 10 there; resuming it must not be refused as if the user had set it."""
+    cfg = lvmkit.make_config({"data": {"name": "digits", "binarize": "static", "limit": 200},
+                              "model": {"kind": "rbm", "hidden": 8}, "train": {"epochs": 1, "batch_size": 50}})
+    killed = lvmkit.Run.create(cfg, tmp_path / "r")  # as a run killed before its first checkpoint leaves it
+    assert "patience = 10" in (killed.path / "config.toml").read_text()
+    resumed = lvmkit.resume(killed.path, progress=False)
+    assert [m["epoch"] for m in resumed.read_metrics()] == [1]
+    # Set by the user, it is still refused when the run starts.
+    with pytest.raises(lvmkit.ConfigError, match=r"train.patience = 3 stops on a validation metric, but the RBM model selects none"):
+        lvmkit.train(lvmkit.make_config({**cfg.model_dump(exclude_unset=True), "train": {"epochs": 1, "patience": 3}}),
+                     tmp_path / "s", progress=False)

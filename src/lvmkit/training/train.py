@@ -133,11 +133,6 @@ class Trainer:
         self.opt.world = world
         self.ema = EMA(model, cfg.ema_decay, cfg.ema_warmup, cfg.ema_start) if cfg.ema_decay > 0 else None
         self.selection = model.selection_metric
-        if self.selection is None and "patience" in cfg.model_fields_set and cfg.patience:
-            raise ConfigError(
-                f"train.patience = {cfg.patience} stops on a validation metric, but the {type(model).__name__} model "
-                "selects none (its last checkpoint is the model); remove train.patience or set it to 0."
-            )
         self.callbacks = list(callbacks) if world.main else []  # they write files (sample grids, a search's records)
         every = cfg.sample_every if cfg.sample_every is not None else max(1, cfg.epochs // 50)
         if isinstance(model, Generator) and data.is_image and every > 0 and world.main:
@@ -408,6 +403,16 @@ def _fit(trainer: Trainer, report: bool) -> Run:
     return trainer.run
 
 
+def _check_patience(model: AbstractModel, cfg: TrainConfig) -> None:
+    """A patience the user set for a model that selects no validation metric is refused when a run
+    starts; a resume does not ask again (the stored config lists every field, the default 10 too)."""
+    if model.selection_metric is None and "patience" in cfg.model_fields_set and cfg.patience:
+        raise ConfigError(
+            f"train.patience = {cfg.patience} stops on a validation metric, but the {type(model).__name__} model "
+            "selects none (its last checkpoint is the model); remove train.patience or set it to 0."
+        )
+
+
 def train(config: ExperimentConfig, out: str | Path | None = None, *, progress: bool = True,
           report: bool = False, callbacks: Iterable[Callback] = ()) -> Run:
     """Train a model described by ``config`` in a new run directory and return the run.
@@ -430,6 +435,7 @@ def train(config: ExperimentConfig, out: str | Path | None = None, *, progress: 
         launched = dist.launch(world)  # recorded in the run, for that restart
         data = load_data(config.data, config.train.seed)
         model = _build(config, data, device)
+        _check_patience(model, config.train)
         notes = _check_compatible(model, data)
         if "stream" in data.info:
             st = data.info["stream"]
