@@ -101,6 +101,12 @@ def _ddpm_sampling(d: dict) -> list[Row]:
                 f"s/{d['n_samples']} samples", True, note)]
 
 
+def _ddpm_train_speed(d: dict) -> list[Row]:
+    med = d["median_epoch_seconds"]
+    return [Row("DDPM U-Net training epoch vs diffusers' loop", med["lvmkit"], med["diffusers"], "s/epoch", True,
+                f"{d['parameters']['lvmkit']:,} vs {d['parameters']['diffusers']:,} parameters")]
+
+
 def _rbm_sklearn_speed(d: dict) -> list[Row]:
     s = d["speed"]
     lv = s["median_epoch_seconds"]["lvmkit_pcd1"]
@@ -131,6 +137,8 @@ BENCHMARKS: dict[str, Benchmark] = {
                          ("--limit", "2000", "--train-epochs", "1", "--examples", "50", "--k", "100"), _iw_eval, (), 2),
     "latent_ode_speed": Benchmark("latent_ode_speed.py", ("--iters", "300"), ("--iters", "3"), _latent_ode_speed,
                                   ("torchdiffeq",), 1),
+    "ddpm_train_speed": Benchmark("ddpm_train_speed.py", ("--epochs", "3", "--rounds", "3"),
+                                  ("--epochs", "2", "--rounds", "1", "--limit", "320"), _ddpm_train_speed, ("diffusers",), 2),
     "dcgan_speed": Benchmark("dcgan_speed.py", ("--epochs", "4", "--rounds", "2"),
                              ("--epochs", "2", "--rounds", "1", "--limit", "512"), _dcgan_speed, (), 1),
     "ddpm_sampling": Benchmark("ddpm_sampling.py", (),

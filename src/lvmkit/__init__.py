@@ -23,8 +23,9 @@ from lvmkit.analysis.evaluate import evaluate
 from lvmkit.core.kinds import MODEL_KINDS
 from lvmkit.models.parts.likelihoods import LIKELIHOODS
 from lvmkit.models.parts.mmd import KERNELS, mmd2_biased, mmd2_rbf_gaussians, mmd2_unbiased
-from lvmkit.core.contract import (CAPABILITIES, FAMILIES, AbstractModel, DensityModel, Encoder, Family, Forecaster, Generator,
-                                  LossOutput, Reconstructor, capabilities)
+from lvmkit.core.contract import (CAPABILITIES, FAMILIES, AbstractModel, ClusterModel, DensityModel, Encoder, EnergyModel,
+                                  EvidenceBound, Family, Forecaster, Generator, IterativeGenerator, LossOutput, Reconstructor,
+                                  capabilities, has)
 from lvmkit.core.optim import EMA, OPTIMIZERS, Optimizers
 from lvmkit.models import build_model
 from lvmkit.models.autoencoder.autoencoder import Autoencoder, AutoencoderConfig
@@ -34,6 +35,7 @@ from lvmkit.models.parts.regularizers import REGULARIZERS
 from lvmkit.core.registry import Registry
 from lvmkit.runs.run import Run
 from lvmkit.training.train import Trainer, resume, train
+from lvmkit.training.vmc import load_vmc_config, vmc, vmc_resume
 from lvmkit.analysis.sampling import sample
 from lvmkit.analysis.quality import frechet_distance, precision_recall, quality
 from lvmkit.analysis.compare import compare
@@ -45,6 +47,7 @@ from lvmkit.analysis.probe import probe
 from lvmkit.models.timeseries.ode import SOLVERS, ODESolver, SolverError
 # Subpackages that register data sources and model families when imported.
 from lvmkit.data import attpc  # noqa: E402  data.name = "attpc"
+from lvmkit.data import ising  # noqa: E402  data.name = "ising"
 from lvmkit.data import series as _series  # noqa: E402,F401  data.name = spirals/circle/cubic-spiral/series-csv
 from lvmkit.data import table as _table  # noqa: E402,F401  data.name = "csv"
 from lvmkit.models import timeseries  # noqa: E402  latent-ode/rnn/neural-ode
@@ -67,8 +70,9 @@ __all__ = [
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "Dataset", "EvalConfig", "ExperimentConfig",
     "AbstractModel", "GAN", "GAN_LOSSES", "GANConfig", "gradient_penalty", "Autoencoder", "AutoencoderConfig", "CAPABILITIES", "DensityModel", "EMA", "Encoder", "FAMILIES", "Family",
     "Forecaster", "Generator", "OPTIMIZERS", "OptimGroupConfig", "Optimizers", "Reconstructor", "Section", "Trainer",
-    "capabilities", "compare", "frechet_distance", "precision_recall", "quality", "LossOutput", "LvmkitError", "LvmkitWarning", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",
+    "capabilities", "has", "ClusterModel", "EnergyModel", "EvidenceBound", "IterativeGenerator", "compare", "frechet_distance", "precision_recall", "quality", "LossOutput", "LvmkitError", "LvmkitWarning", "ModelConfig", "Registry", "Run", "Split", "TrainConfig",
     "TrainingDiverged", "apply_overrides", "build_model", "evaluate", "kl_normal", "kl_std_normal", "load_checkpoint",
+    "load_vmc_config", "vmc", "vmc_resume",
     "load_config", "load_data", "log_normal", "log_std_normal", "logmeanexp", "make_config", "mmd2_rbf_gaussians",
     "mmd2_biased", "mmd2_unbiased", "reparameterize", "resume", "sample", "save_checkpoint", "train", "write_report", "__version__",
 ]

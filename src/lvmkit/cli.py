@@ -55,10 +55,43 @@ def train(
         if overwrite:
             if out is None:
                 raise LvmkitError("--overwrite replaces the run in --out, but no --out was given; pass --out RUN_DIRECTORY.")
+            from lvmkit.core.distributed import made_by_this_launch
             from lvmkit.runs.run import clear_run_directory
 
-            clear_run_directory(out)  # after the config is validated: a typo does not cost the old run
+            if not made_by_this_launch(out):  # a torchrun restart keeps the run it made, to resume it
+                clear_run_directory(out)  # after the config is validated: a typo does not cost the old run
         run = _train(cfg, out, progress=not quiet, report=report)
+    typer.echo(str(run.path))
+
+
+@app.command()
+def vmc(
+    config: Annotated[Optional[Path], typer.Argument(help="VMC experiment TOML (model.kind = 'nqs'; no [data] needed).")] = None,
+    set_: SetOpt = [],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default: runs/vmc-none-TIME).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this run from its last checkpoint.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (its files are deleted).")] = False,
+    report: Annotated[bool, typer.Option(help="Write report.html when training ends.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Variational Monte Carlo: train a trial wave function (energy ± blocking error per iteration); prints the run directory."""
+    from lvmkit.training.vmc import load_vmc_config, vmc as _vmc, vmc_resume
+
+    if resume is not None:
+        if config is not None or set_ or out is not None or overwrite:
+            raise LvmkitError("--resume continues a run with its own config; do not pass CONFIG, --set, --out or --overwrite with it.")
+        run = vmc_resume(resume, progress=not quiet, report=report)
+    else:
+        if config is None:
+            raise LvmkitError("lvmkit vmc needs a config file, e.g. configs/vmc_ho_1d.toml; pass its path.")
+        cfg = load_vmc_config(config, set_)
+        if overwrite:
+            if out is None:
+                raise LvmkitError("--overwrite replaces the run in --out, but no --out was given; pass --out RUN_DIRECTORY.")
+            from lvmkit.runs.run import clear_run_directory
+
+            clear_run_directory(out)
+        run = _vmc(cfg, out, progress=not quiet, report=report)
     typer.echo(str(run.path))
 
 
@@ -216,6 +249,72 @@ def simulate_ising(
     temps = _float_list(temperatures, "--temperatures")
     typer.echo(str(simulate(size, temps, n, out, seed=seed, field=field, update=update, chains=chains, device=device,
                             overwrite=force, progress=not quiet)))
+
+
+@app.command("ising-thermo")
+def ising_thermo(
+    data: Annotated[Path, typer.Argument(help="A file written by 'lvmkit simulate ising'.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for runs/ (one model per T), ising_thermo.json and ising_thermo.html.")],
+    config: Annotated[Optional[Path], typer.Option(help="Experiment TOML of the model (default: the bundled ising_rbm_L8.toml).")] = None,
+    set_: SetOpt = [],
+    temperatures: Annotated[Optional[str], typer.Option(help="The file's temperatures to use, comma-separated (default: all).")] = None,
+    chains: Annotated[int, typer.Option(help="Sampler chains per model.")] = 500,
+    steps: Annotated[int, typer.Option(help="Sampler steps per chain.")] = 2000,
+    keep: Annotated[int, typer.Option(help="Evenly spaced states kept from each chain.")] = 200,
+    burn_in: Annotated[float, typer.Option(help="Share of the kept states dropped as burn-in, in [0, 1).")] = 0.25,
+    seed: Annotated[int, typer.Option(help="Seed of the model's chains.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-temperature lines.")] = False,
+) -> None:
+    """One model per temperature (Torlai & Melko 2016): E, |M|, C and chi of its samples against the simulator's; prints the table and OUT/ising_thermo.html."""
+    from lvmkit.analysis.ising import format_thermo, ising_thermo as _ising_thermo
+
+    for name, v in (("--chains", chains), ("--steps", steps), ("--keep", keep)):
+        if v < 1:
+            raise LvmkitError(f"{name} must be a positive integer, got {v}.")
+    if keep > steps:
+        raise LvmkitError(f"--keep ({keep}) cannot exceed --steps ({steps}); keep at most one state per step.")
+    if not 0 <= burn_in < 1:
+        raise LvmkitError(f"--burn-in is the share of kept states dropped and must lie in [0, 1), got {burn_in}.")
+    temps = _float_list(temperatures, "--temperatures") if temperatures is not None else None
+    res = _ising_thermo(data, out, config if config is not None else bundled_config("ising_rbm_L8.toml"), overrides=set_,
+                        temperatures=temps, chains=chains, steps=steps, keep=keep, burn_in=burn_in, seed=seed,
+                        progress=not quiet)
+    for line in format_thermo(res):
+        typer.echo(line)
+    typer.echo(res["html"])
+
+
+@app.command("ising-transition")
+def ising_transition(
+    files: Annotated[List[Path], typer.Argument(help="Files of 'lvmkit simulate ising', one per lattice size, with temperatures on both sides of T_c.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for ising_tc.json and ising_tc.html.")],
+    low: Annotated[float, typer.Option(help="The phase probe trains on T below this (ordered).")] = 2.0,
+    high: Annotated[float, typer.Option(help="... and on T above this (disordered).")] = 2.5,
+    vae_config: Annotated[Optional[Path], typer.Option(help="Also train this config (e.g. configs/ising_vae_L32.toml) on each file and use its leading code.")] = None,
+    set_: Annotated[List[str], typer.Option("--set", "-s", help="Override a key of --vae-config: section.key=value (repeatable).")] = [],
+    bootstrap: Annotated[int, typer.Option(help="Resamples per temperature for the errors of T_c(L); 0 for none.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the probe's split and the resamples.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-size lines.")] = False,
+) -> None:
+    """T_c per lattice size from the leading latent (PCA, optionally a VAE) and a phase probe, and T_c(L) = T_c + a / L; prints OUT/ising_tc.html."""
+    from lvmkit.analysis.ising import ising_transition as _ising_transition
+
+    if not low < high:
+        raise LvmkitError(f"--low must lie below --high (the probe trains on T < low and T > high), got {low} and {high}.")
+    if bootstrap < 0:
+        raise LvmkitError(f"--bootstrap must be 0 or a positive number of resamples, got {bootstrap}.")
+    if set_ and vae_config is None:
+        raise LvmkitError("--set overrides the VAE's config, but no --vae-config was given; pass --vae-config FILE.")
+    res = _ising_transition(files, out, low=low, high=high, vae_config=vae_config, vae_overrides=set_,
+                            bootstrap=bootstrap, seed=seed, progress=not quiet)
+    for row in res["sizes"]:
+        parts = [f"{name} {row[name]['t_c']:.4f}" + (f" +- {row[name]['t_c_error']:.2g}" if "t_c_error" in row[name] else "")
+                 for name in ("pca", "probe", "vae") if name in row]
+        typer.echo(f"L = {row['size']}: T_c(L) " + ", ".join(parts))
+    for name, fit in res["extrapolation"].items():
+        typer.echo(f"{name}: T_c(L) = T_c + a / L gives T_c = {fit['t_c']:.4f} +- {fit['t_c_error']:.2g} "
+                   f"({100 * fit['relative_to_onsager']:+.2f}% from Onsager's {res['onsager']:.4f})")
+    typer.echo(res["html"])
 
 
 @convert_app.command("attpc")
@@ -393,7 +492,7 @@ def search(
     study: Annotated[Optional[str], typer.Option("--study", help="Study name (default: the space file's stem).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Search directory (default: searches/STUDY-TIME).")] = None,
     sampler: Annotated[Optional[str], typer.Option("--sampler", help="random (default) or tpe.")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this search directory (stale RUNNING trials are re-queued).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this search directory (a trial whose heartbeat stopped is failed and retried once; live workers' trials are left running).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-trial lines.")] = False,
 ) -> None:
     """Hyperparameter search (optuna): each trial is a run directory OUT/trials/NNNN; prints OUT."""

@@ -10,6 +10,7 @@ from lvmkit.models import gan  # noqa: F401  gan
 from lvmkit.models import diffusion  # noqa: F401  ddpm
 from lvmkit.models import energy  # noqa: F401  rbm, dbn, ebm
 from lvmkit.models import draw  # noqa: F401  draw
+from lvmkit.models import wavefunction  # noqa: F401  vmc
 
 
 def build_model(cfg, input_shape: tuple[int, ...]) -> AbstractModel:
