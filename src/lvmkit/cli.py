@@ -66,12 +66,12 @@ def train(
 
 @app.command()
 def vmc(
-    config: Annotated[Optional[Path], typer.Argument(help="VMC experiment TOML (model.kind = 'nqs'; no [data] needed).")] = None,
+    config: Annotated[Optional[Path], typer.Argument(help="VMC experiment TOML (model.kind = 'nqs'; no \\[data] table needed).")] = None,
     set_: SetOpt = [],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default: runs/vmc-none-TIME).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this run from its last checkpoint.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (its files are deleted).")] = False,
-    report: Annotated[bool, typer.Option(help="Write report.html when training ends.")] = False,
+    report: Annotated[bool, typer.Option(help="Write report.html when training ends.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Variational Monte Carlo: train a trial wave function (energy ± blocking error per iteration); prints the run directory."""
