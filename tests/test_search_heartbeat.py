@@ -9,6 +9,7 @@ beating). The test waits for the marker, so the kill or the resume happens while
 known to run; no step depends on a sleep alone."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 import lvmkit
 from lvmkit.core import _toml
 from lvmkit.search import parse_space, run_search
+from lvmkit.search.report import search_report
 from test_search import BASE, PARAMS, _metrics
 from test_search_postgres import postgres_url  # noqa: F401  (the server fixture)
 
@@ -158,6 +160,11 @@ def test_a_killed_workers_trial_is_retried_once_and_the_study_finishes(storage, 
     assert all([r["epoch"] for r in _metrics(t.user_attrs["run_dir"])] == [1] for t in done)
     assert len({t.params["train.lr"] for t in done}) == N
     assert len({t.user_attrs["worker"] for t in done}) == 1
+    # the search report says what became of the killed trial, and where its retry came from
+    search_report(tmp_path / "b")
+    notes = {r["number"]: r["note"] for r in json.loads((tmp_path / "b" / "search.json").read_text())["trials"]}
+    assert notes[killed.number] == f"its worker stopped beating (killed or lost); retried as trial {retry.number}"
+    assert notes[retry.number] == f"retry of trial {killed.number}"
 
 
 @pytest.mark.slow

@@ -59,14 +59,20 @@ def search_report(path: str | Path) -> Path:
     study = optuna.load_study(study_name=info["study"], storage=_storage(info["storage"]))
     sign = 1.0 if space.direction == "minimize" else -1.0
 
+    trials = study.get_trials(deepcopy=False)
+    # a trial the heartbeat failed takes no user attrs after it failed; its retry names it
+    retried_as = {t.user_attrs["retried_from"]: t.number for t in trials if "retried_from" in t.user_attrs}
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         done_sampling = space.sampled(t.params)
         values = space.values(t.params) if done_sampling else dict(t.params)  # failed before sampling
         rows.append({"number": t.number, "state": t.state.name, "value": _finite(t.value) if t.value is not None else None,
                      "params": values, "ranked": space.summaries(values) if done_sampling else {},
                      "run_dir": t.user_attrs.get("run_dir"),
-                     "note": t.user_attrs.get("stopped_because") or t.user_attrs.get("failed_because")})
+                     "note": t.user_attrs.get("stopped_because") or t.user_attrs.get("failed_because")
+                     or (f"its worker stopped beating (killed or lost); retried as trial {retried_as[t.number]}"
+                         if t.number in retried_as else None)
+                     or (f"retry of trial {t.user_attrs['retried_from']}" if "retried_from" in t.user_attrs else None)})
     rows.sort(key=lambda r: (r["state"] != "COMPLETE" or r["value"] is None, sign * (r["value"] or 0.0), r["number"]))
     done = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
     if not done:
