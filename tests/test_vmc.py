@@ -17,9 +17,12 @@ import torch
 import lvmkit
 from lvmkit.core.optim import Optimizers
 from lvmkit.core.statistics import blocking
-from lvmkit.models.wavefunction import (Density, Exchange, GaussianBinaryWave, HarmonicTrap, Heisenberg, SpinRBMWave,
-                                        TransverseIsing, draw, energy_gradient, kinetic_energy, log_psi_derivatives,
-                                        make_kernel, per_sample_log_grads, sr_direction)
+from lvmkit.models.mcmc.base import ChainState
+from lvmkit.models.mcmc.chains import MetropolisHastings
+from lvmkit.models.wavefunction import (Density, Exchange, GaussianBinaryWave, HarmonicTrap, Heisenberg, SpinFlip,
+                                        SpinRBMWave, TransverseIsing, draw, energy_gradient, kinetic_energy,
+                                        log_2cosh, log_psi_derivatives, make_kernel, per_sample_log_grads,
+                                        sr_direction)
 
 from conftest import run_cli
 
@@ -302,6 +305,95 @@ def test_spin_rbm_log_derivatives_match_the_closed_form():
     theta = wave.b.detach().double() + s @ wave.w.detach().double()
     expected = torch.cat([s, torch.tanh(theta), (s[:, :, None] * torch.tanh(theta)[:, None, :]).reshape(32, -1)], 1)
     torch.testing.assert_close(per_sample_log_grads(wave, s), expected)
+
+
+def test_spin_rbm_closed_form_log_grads_match_torch_func():
+    """SpinRBMWave.log_grads (what SR uses) equals the per-sample autograd gradients of log psi."""
+    torch.manual_seed(9)
+    wave = SpinRBMWave(6, 4, init_scale=0.8)
+    s = _spin_states(6)
+    torch.testing.assert_close(wave.log_grads(s), per_sample_log_grads(wave, s), rtol=1e-12, atol=1e-12)
+
+
+def test_log_2cosh_is_the_stable_closed_form_everywhere():
+    x = torch.cat([torch.linspace(-60, 60, 24001, dtype=torch.float64), torch.tensor([-1e4, 1e4, 0.0], dtype=torch.float64)])
+    expected = x.abs() + torch.log1p(torch.exp(-2 * x.abs()))
+    torch.testing.assert_close(log_2cosh(x), expected, rtol=1e-15, atol=0)
+    torch.testing.assert_close(log_2cosh(torch.tensor([0.3], dtype=torch.float64)), torch.log(2 * torch.cosh(torch.tensor([0.3], dtype=torch.float64))))
+
+
+def test_closed_form_flip_ratios_match_direct_evaluation():
+    """log psi(s') - log psi(s) from theta (single flips, bonds, uneven masks) equals log psi of
+    every flipped configuration; the Hamiltonians' local energies agree with and without it."""
+    torch.manual_seed(10)
+    wave = SpinRBMWave(6, 5, init_scale=0.9)
+    s = _spin_states(6)
+    bonds = torch.zeros(6, 6, dtype=torch.float64)
+    bonds[torch.arange(6), torch.arange(6)] = 1
+    bonds[torch.arange(6), (torch.arange(6) + 1) % 6] = 1
+    uneven = torch.tensor([[1.0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0], [0, 1, 0, 1, 0, 1]], dtype=torch.float64)
+    with torch.no_grad():
+        for masks in (torch.eye(6, dtype=torch.float64), bonds, uneven):
+            flipped = s[:, None, :] * (1 - 2 * masks)[None]
+            direct = wave.log_psi(flipped.reshape(-1, 6)).view(len(s), -1) - wave.log_psi(s)[:, None]
+            torch.testing.assert_close(wave.log_ratios(s, masks), direct, rtol=1e-12, atol=1e-12)
+    for ham in (TransverseIsing(6, field=0.8), Heisenberg(6)):
+        torch.testing.assert_close(ham.local_energy(wave.log_psi, s, wave.log_ratios), ham.local_energy(wave.log_psi, s),
+                                   rtol=1e-12, atol=1e-12)
+
+
+def _uncached_exchange_step(target, state, generator):
+    """The exchange move as it was before the cache: both free energies evaluated in full."""
+    x = state.x
+    n, length = x.shape
+    rows = torch.arange(n)
+    i = torch.randint(0, length, (n,), generator=generator)
+    j = (i + torch.randint(1, length, (n,), generator=generator)) % length
+    prop = x.clone()
+    prop[rows, i], prop[rows, j] = x[rows, j], x[rows, i]
+    log_ratio = target.free_energy(x) - target.free_energy(prop)
+    accept = torch.log(torch.rand(n, generator=generator, dtype=x.dtype)) < log_ratio
+    return torch.where(accept[:, None], prop, x)
+
+
+@pytest.mark.parametrize("move", ["flip", "exchange"])
+def test_cached_spin_moves_follow_the_uncached_chains_exactly(move):
+    """With the same random stream, the moves with cached hidden fields take the same steps as
+    the uncached kernels (Metropolis-Hastings' binary flip; the full-evaluation exchange), and the
+    cache equals theta and sum log 2cosh(theta) of the final states."""
+    torch.manual_seed(11)
+    wave = SpinRBMWave(8, 8, init_scale=0.6)
+    density = Density(wave)
+    start = torch.tensor([[1.0, -1] * 4] * 300, dtype=torch.float64)
+    kernel = SpinFlip() if move == "flip" else Exchange()
+    g1, g2 = torch.Generator().manual_seed(12), torch.Generator().manual_seed(12)
+    state = kernel.init(density, density.encode(start))
+    ref = density.encode(start)
+    mh = MetropolisHastings()
+    for _ in range(60):
+        state = kernel.step(density, state, g1)
+        if move == "flip":
+            ref = mh.step(density, ChainState(ref), g2).x
+        else:
+            ref = _uncached_exchange_step(density, ChainState(ref), g2)
+        assert torch.equal(state.x, ref)
+    with torch.no_grad():
+        theta = wave.theta(density.decode(state.x))
+    torch.testing.assert_close(state.theta, theta, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state.log_cosh, log_2cosh(theta).sum(-1), rtol=1e-12, atol=1e-12)
+    assert 0.05 < float(state.stats["accept_rate"]) < 0.95
+
+
+@pytest.mark.parametrize("n,p", [(50, 83), (200, 37), (64, 64)])
+def test_sr_cholesky_solve_matches_the_general_solve(n, p):
+    """The Cholesky solve on the lower blocks of S equals the LU solve of the full S + shift I
+    (the absolute diagonal shift), with fewer and with more samples than parameters."""
+    g = torch.Generator().manual_seed(n + p)
+    o = torch.randn(n, p, generator=g, dtype=torch.float64) * torch.linspace(0.1, 2, p, dtype=torch.float64)
+    e_loc = torch.randn(n, generator=g, dtype=torch.float64)
+    oc = o - o.mean(0)
+    expected = torch.linalg.solve(oc.T @ oc / n + 0.01 * torch.eye(p, dtype=torch.float64), oc.T @ (e_loc - e_loc.mean()) / n)
+    torch.testing.assert_close(sr_direction(o, e_loc, 0.01), expected, rtol=1e-9, atol=1e-9)
 
 
 # -- the family: bad input, divergence, evaluation, exact resume --------------------------------

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lvmkit.models.wavefunction.local_energy import LogPsi, flip_ratios, kinetic_energy
+from lvmkit.models.wavefunction.local_energy import LogPsi, LogRatios, flip_ratios, kinetic_energy
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,10 @@ class TransverseIsing:
     coupling: float = 1.0
 
     @torch.no_grad()
-    def local_energy(self, log_psi: LogPsi, s: Tensor) -> Tensor:
+    def local_energy(self, log_psi: LogPsi, s: Tensor, log_ratios: LogRatios | None = None) -> Tensor:
         diag = -self.coupling * (s * s.roll(-1, dims=1)).sum(-1)
         masks = torch.eye(self.sites, dtype=s.dtype, device=s.device)
-        return diag - self.field * flip_ratios(log_psi, s, masks).sum(-1)
+        return diag - self.field * flip_ratios(log_psi, s, masks, log_ratios).sum(-1)
 
     def exact_energy(self) -> float | None:
         """E_0 = -sum_k sqrt(J^2 + h^2 - 2 J h cos k), k = (2n + 1) pi / L: the even-parity
@@ -95,13 +95,13 @@ class Heisenberg:
     coupling: float = 1.0
 
     @torch.no_grad()
-    def local_energy(self, log_psi: LogPsi, s: Tensor) -> Tensor:
+    def local_energy(self, log_psi: LogPsi, s: Tensor, log_ratios: LogRatios | None = None) -> Tensor:
         aligned = s * s.roll(-1, dims=1)  # (n, L): +1 where bond (i, i+1) is parallel
         diag = 0.25 * self.coupling * aligned.sum(-1)
         masks = _bond_masks(self.sites, s.device).to(s.dtype)
         # S^+ S^- + S^- S^+ exchanges an antiparallel pair with amplitude J/2; Marshall: -J/2
         off = -0.5 * self.coupling * (aligned < 0).to(s.dtype)
-        return diag + (off * flip_ratios(log_psi, s, masks)).sum(-1)
+        return diag + (off * flip_ratios(log_psi, s, masks, log_ratios)).sum(-1)
 
     def exact_energy(self) -> float | None:
         return None  # no closed form at finite L: benchmarks/vmc_spins.py diagonalises

@@ -47,13 +47,20 @@ def kinetic_energy(log_psi: LogPsi, x: Tensor) -> Tensor:
     return -0.5 * (lap + (grad**2).sum(-1))
 
 
-def flip_ratios(log_psi: LogPsi, s: Tensor, masks: Tensor) -> Tensor:
+LogRatios = Callable[[Tensor, Tensor], Tensor]  # spins (n, L), masks (K, L) -> (n, K)
+
+
+def flip_ratios(log_psi: LogPsi, s: Tensor, masks: Tensor, log_ratios: LogRatios | None = None) -> Tensor:
     """psi(s^(k)) / psi(s) for the configurations s^(k) = s with the sites of ``masks[k]``
-    flipped: spins (n, L), masks (K, L) of 0/1 -> (n, K)."""
+    flipped: spins (n, L), masks (K, L) of 0/1 -> (n, K). ``log_ratios``: the wave function's
+    own log psi(s^(k)) - log psi(s) (a closed form, e.g. :meth:`SpinRBMWave.log_ratios`);
+    None: ``log_psi`` of every flipped configuration."""
+    if log_ratios is not None:
+        return torch.exp(log_ratios(s, masks))
     n, length = s.shape
     flipped = s[:, None, :] * (1.0 - 2.0 * masks.to(s.dtype))[None]  # (n, K, L)
     lp = log_psi(flipped.reshape(-1, length)).view(n, -1)
     return torch.exp(lp - log_psi(s)[:, None])
 
 
-__all__ = ["flip_ratios", "kinetic_energy", "log_psi_derivatives"]
+__all__ = ["LogRatios", "flip_ratios", "kinetic_energy", "log_psi_derivatives"]

@@ -11,7 +11,8 @@ sample exp(-free energy):
   ``step_size`` is the course's time step dt (eps = D dt = dt / 2);
 - ``gibbs``: block Gibbs of the Gaussian-binary RBM, exact for psi = sqrt(F)
   (:class:`~lvmkit.models.mcmc.chains.Gibbs`);
-- ``flip``: single-spin flips (the binary move of :class:`~lvmkit.models.mcmc.chains.MetropolisHastings`);
+- ``flip``: single-spin flips (:class:`SpinFlip`: the binary move of
+  :class:`~lvmkit.models.mcmc.chains.MetropolisHastings` with the RBM's hidden fields cached);
 - ``exchange``: swap the spins of two random sites (:class:`Exchange`; keeps the total S^z).
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lvmkit.core.errors import ConfigError
 from lvmkit.models.mcmc.base import AbstractSampler, ChainState
 from lvmkit.models.mcmc.chains import Gibbs, MetropolisHastings
 from lvmkit.models.mcmc.mala import MetropolisAdjustedLangevin
+from lvmkit.models.wavefunction.spin_rbm import log_2cosh
 
 CONTINUOUS = ("langevin", "metropolis", "gibbs")
 SPIN = ("flip", "exchange")
@@ -61,10 +63,78 @@ class Density:
 
 
 @dataclass(frozen=True)
-class Exchange(AbstractSampler[Density]):
+class SpinState(ChainState):
+    """Chains of spins with the RBM's hidden fields theta = b + s W (chains, H) and
+    sum_j log 2cosh(theta_j) (chains,) of their current states, kept up to date by the moves."""
+
+    theta: Tensor | None = None
+    log_cosh: Tensor | None = None
+
+
+class _SpinMoves:
+    """What the spin moves share: the cached fields (:class:`SpinState`) and the Metropolis
+    test from them. Flipping the sites F moves theta by -2 sum_{i in F} s_i W_i, so
+    F(x) - F(x') = 2 (log psi(s') - log psi(s)) = 2 [-2 sum_F a_i s_i + sum_j log 2cosh(theta'_j)
+    - log 2cosh(theta_j)], with no evaluation of the RBM per step."""
+
+    def init(self, target, x):
+        self.check(target)
+        s = target.decode(x.detach())
+        theta = target.wave.theta(s)
+        return SpinState(x.detach(), theta=theta, log_cosh=log_2cosh(theta).sum(-1))
+
+    @staticmethod
+    def _metropolis(target, state, prop, da, dtheta, generator, u_dtype):
+        """Accept ``prop`` (chains, L), reached by the field change ``dtheta`` (chains, H) and
+        the visible term sum_F a_i s_i = ``da`` (chains,), with min(1, psi'^2 / psi^2); the uniform
+        draws in ``u_dtype`` (that of the move's original kernel, so that its random stream is kept)."""
+        x = state.x
+        theta = state.theta - 2.0 * dtheta
+        log_cosh = log_2cosh(theta).sum(-1)
+        log_ratio = 2.0 * (log_cosh - state.log_cosh - 2.0 * da)  # F(x) - F(x')
+        u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=u_dtype)
+        accept = torch.log(u) < log_ratio
+        return SpinState(torch.where(accept[:, None], prop, x), state.i + 1, {"accept_rate": accept.to(x.dtype).mean()},
+                         torch.where(accept[:, None], theta, state.theta), torch.where(accept, log_cosh, state.log_cosh))
+
+
+@dataclass(frozen=True)
+class SpinFlip(_SpinMoves, AbstractSampler[Density]):
+    """Metropolis with single-spin flips of the spin RBM: the move of
+    :class:`~lvmkit.models.mcmc.chains.MetropolisHastings` on binary units (a random site per
+    chain, the same random draws in the same order, so the same chains up to rounding), with
+    the hidden fields cached and updated on acceptance (:class:`_SpinMoves`).
+    ``stats["accept_rate"]``: the fraction of chains that moved."""
+
+    name = "flip"
+    title = "Single-spin flips"
+    options = ("steps",)
+
+    steps: int = 1
+
+    def n_steps(self, target):
+        return self.steps
+
+    def step(self, target, state, generator=None):
+        x = state.x
+        n, m = x.shape
+        site = torch.randint(0, m, (n,), generator=generator, device=x.device)
+        rows = torch.arange(n, device=x.device)
+        prop = x.clone()
+        prop[rows, site] = 1 - prop[rows, site]
+        wave = target.wave
+        s_i = 2.0 * x[rows, site] - 1.0  # the spin before the flip (chains,)
+        return self._metropolis(target, state, prop, s_i * wave.a.to(x.dtype)[site],
+                                s_i[:, None] * wave.w.to(x.dtype)[site], generator, torch.float32)
+
+
+@dataclass(frozen=True)
+class Exchange(_SpinMoves, AbstractSampler[Density]):
     """Metropolis with exchange moves: each chain swaps the values at two distinct random sites
     (a symmetric proposal), accepted with min(1, exp(F(x) - F(x'))); conserves the number of
-    up spins. ``stats["accept_rate"]``: the fraction of chains that moved."""
+    up spins. A swap of antiparallel spins flips both, of parallel ones changes nothing; the
+    hidden fields are cached (:class:`_SpinMoves`). ``stats["accept_rate"]``: the fraction of
+    chains that moved."""
 
     name = "exchange"
     title = "Exchange moves"
@@ -83,10 +153,13 @@ class Exchange(AbstractSampler[Density]):
         j = (i + torch.randint(1, length, (n,), generator=generator, device=x.device)) % length
         prop = x.clone()
         prop[rows, i], prop[rows, j] = x[rows, j], x[rows, i]
-        log_ratio = target.free_energy(x) - target.free_energy(prop)
-        u = torch.rand(n, generator=generator, device=x.device, dtype=x.dtype)
-        accept = torch.log(u) < log_ratio
-        return ChainState(torch.where(accept[:, None], prop, x), state.i + 1, {"accept_rate": accept.to(x.dtype).mean()})
+        wave = target.wave
+        a, w = wave.a.to(x.dtype), wave.w.to(x.dtype)
+        s_i, s_j = 2.0 * x[rows, i] - 1.0, 2.0 * x[rows, j] - 1.0
+        moved = (s_i != s_j).to(x.dtype)  # (chains,): 1 where both sites flip
+        da = moved * (s_i * a[i] + s_j * a[j])
+        dtheta = moved[:, None] * (s_i[:, None] * w[i] + s_j[:, None] * w[j])
+        return self._metropolis(target, state, prop, da, dtheta, generator, x.dtype)
 
 
 def make_kernel(name: str, step_size: float) -> AbstractSampler:
@@ -98,7 +171,7 @@ def make_kernel(name: str, step_size: float) -> AbstractSampler:
     if name == "gibbs":
         return Gibbs()
     if name == "flip":
-        return MetropolisHastings()
+        return SpinFlip()
     if name == "exchange":
         return Exchange()
     raise ConfigError(f"Unknown VMC sampler {name!r}; choose one of: {', '.join(CONTINUOUS + SPIN)}.")
@@ -131,4 +204,4 @@ def draw(kernel: AbstractSampler, density: Density, chains: Tensor, *, burn_in: 
     return Draw(torch.stack(kept, 1), density.decode(state.x), acceptance)
 
 
-__all__ = ["CONTINUOUS", "Density", "Draw", "Exchange", "SPIN", "draw", "make_kernel"]
+__all__ = ["CONTINUOUS", "Density", "Draw", "Exchange", "SPIN", "SpinFlip", "SpinState", "draw", "make_kernel"]

@@ -99,7 +99,9 @@ class VMC(AbstractModel, EnergyModel):
     def local_energy(self, x: Tensor) -> Tensor:
         """E_L at configurations ``x`` (n, *input_shape), float64, detached."""
         x = x.detach().to(torch.float64)
-        parts = [self.hamiltonian.local_energy(self.wave.log_psi, xb).detach() for xb in x.split(_CHUNK)]
+        # spins: the RBM's closed-form ratios psi(s') / psi(s) from theta (SpinRBMWave.log_ratios)
+        kw = {} if self.wave.continuous else {"log_ratios": self.wave.log_ratios}
+        parts = [self.hamiltonian.local_energy(self.wave.log_psi, xb, **kw).detach() for xb in x.split(_CHUNK)]
         return torch.cat(parts)
 
     def exact_energy(self) -> float | None:
@@ -136,7 +138,8 @@ class VMC(AbstractModel, EnergyModel):
             mean = e_loc.mean()
             params = [p for p in self.wave.parameters() if p.requires_grad]  # the columns of O, in order
             if cfg.sr:
-                loss = linear_surrogate(params, sr_direction(per_sample_log_grads(self.wave, flat), e_loc, cfg.sr_shift))
+                o = self.wave.log_grads(flat) if hasattr(self.wave, "log_grads") else per_sample_log_grads(self.wave, flat)
+                loss = linear_surrogate(params, sr_direction(o, e_loc, cfg.sr_shift))
             else:  # d/dtheta of 2 <(E_L - <E_L>) ln psi> is the energy gradient 2(<E_L O> - <E_L><O>)
                 loss = 2.0 * ((e_loc - mean) * self.wave.log_psi(flat)).mean().float()
             opt.minimize("main", loss)
