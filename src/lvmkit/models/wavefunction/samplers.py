@@ -71,11 +71,19 @@ class SpinState(ChainState):
     log_cosh: Tensor | None = None
 
 
+@dataclass(frozen=True)
 class _SpinMoves:
-    """What the spin moves share: the cached fields (:class:`SpinState`) and the Metropolis
-    test from them. Flipping the sites F moves theta by -2 sum_{i in F} s_i W_i, so
+    """What the spin moves share: ``steps`` moves per :meth:`run`, the cached fields
+    (:class:`SpinState`) and the Metropolis test from them. Flipping the sites F moves theta by -2 sum_{i in F} s_i W_i, so
     F(x) - F(x') = 2 (log psi(s') - log psi(s)) = 2 [-2 sum_F a_i s_i + sum_j log 2cosh(theta'_j)
     - log 2cosh(theta_j)], with no evaluation of the RBM per step."""
+
+    options = ("steps",)
+
+    steps: int = 1
+
+    def n_steps(self, target):
+        return self.steps
 
     def init(self, target, x):
         self.check(target)
@@ -108,12 +116,6 @@ class SpinFlip(_SpinMoves, AbstractSampler[Density]):
 
     name = "flip"
     title = "Single-spin flips"
-    options = ("steps",)
-
-    steps: int = 1
-
-    def n_steps(self, target):
-        return self.steps
 
     def step(self, target, state, generator=None):
         x = state.x
@@ -138,12 +140,6 @@ class Exchange(_SpinMoves, AbstractSampler[Density]):
 
     name = "exchange"
     title = "Exchange moves"
-    options = ("steps",)
-
-    steps: int = 1
-
-    def n_steps(self, target):
-        return self.steps
 
     def step(self, target, state, generator=None):
         x = state.x
