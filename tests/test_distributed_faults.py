@@ -23,39 +23,16 @@ from lvmkit import ConfigError
 from lvmkit.core import distributed as dist
 from lvmkit.core.checkpoint import load_checkpoint
 from lvmkit.runs.run import Run
-
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists() or not torch.distributed.is_available(),
-                                    reason="torchrun / torch.distributed is not available")
+from test_distributed import TORCHRUN, _config, _env
+from test_distributed import pytestmark as needs_torchrun  # skipped where torchrun is not available
 
 # 400 digits: 280 training examples, 18 steps of 16 per epoch (the last one of 8)
-CONFIG = """
-[data]
-name = "digits"
-limit = 400
-
-[model]
-kind = "ae"
-latent_dim = 4
-hidden = [32]
-likelihood = "gaussian"
-
-[train]
-epochs = 3
-batch_size = 16
-patience = 0
-seed = 5
-threads = 1
-device = "cpu"
-"""
 STEPS_PER_EPOCH = 18
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("config") / "ae.toml"
-    p.write_text(CONFIG)
-    return p
+    return _config(tmp_path_factory.mktemp("config"), limit=400, epochs=3, batch=16)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +53,7 @@ def _free_port() -> int:
 def _torchrun(launch: list[str], *args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen([str(TORCHRUN), *launch, "-m", "lvmkit", "train", *args, "--no-report"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "LVMKIT_DIST_TIMEOUT": "30", **(env or {})})
+                            env={**_env(), **(env or {})})
 
 
 def _finish(p: subprocess.Popen, timeout: float = 180) -> str:

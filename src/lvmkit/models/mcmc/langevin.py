@@ -37,13 +37,20 @@ Energy = Callable[[Tensor], Tensor]  # (batch, *shape) -> (batch,)
 GRADIENT_SAMPLERS: Registry[type] = Registry("gradient-based sampler")
 
 
-def energy_grad(energy: Energy, x: Tensor) -> Tensor:
-    """grad_x sum_i E(x_i): each example's own gradient (the energies are per example). Works
-    under ``torch.no_grad``; builds no graph through the parameters' ``.grad``."""
+def energy_and_grad(energy: Energy, x: Tensor) -> tuple[Tensor, Tensor]:
+    """E(x) (batch,) and grad_x sum_i E(x_i) (batch, *shape): each example's own gradient (the
+    energies are per example), both detached. Works under ``torch.no_grad``; builds no graph
+    through the parameters' ``.grad``."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(energy(x).sum(), x)
-    return grad
+        e = energy(x)
+        (grad,) = torch.autograd.grad(e.sum(), x)
+    return e.detach(), grad
+
+
+def energy_grad(energy: Energy, x: Tensor) -> Tensor:
+    """grad_x sum_i E(x_i) alone (:func:`energy_and_grad`)."""
+    return energy_and_grad(energy, x)[1]
 
 
 @GRADIENT_SAMPLERS.register("langevin")
@@ -101,4 +108,4 @@ class Langevin(AbstractSampler[Energy]):
         return ChainState(x, state.i + 1)
 
 
-__all__ = ["Energy", "GRADIENT_SAMPLERS", "Langevin", "energy_grad"]
+__all__ = ["Energy", "GRADIENT_SAMPLERS", "Langevin", "energy_and_grad", "energy_grad"]

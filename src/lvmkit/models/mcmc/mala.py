@@ -19,24 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from lvmkit.core.errors import ConfigError
 from lvmkit.models.mcmc.base import AbstractSampler, ChainState
-
-Energy = Callable[[Tensor], Tensor]  # (batch, *shape) -> (batch,)
-
-
-def energy_and_grad(energy: Energy, x: Tensor) -> tuple[Tensor, Tensor]:
-    """E(x) (batch,) and grad_x E (batch, *shape), detached; works under ``torch.no_grad``."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        e = energy(x)
-        (grad,) = torch.autograd.grad(e.sum(), x)
-    return e.detach(), grad
+from lvmkit.models.mcmc.langevin import Energy, energy_and_grad
 
 
 def log_green(y: Tensor, x: Tensor, grad_x: Tensor, eps: float) -> Tensor:
@@ -95,4 +84,4 @@ class MetropolisAdjustedLangevin(AbstractSampler[Energy]):
                            "grad": torch.where(keep, g_p, g_x)})
 
 
-__all__ = ["MetropolisAdjustedLangevin", "energy_and_grad", "log_green"]
+__all__ = ["MetropolisAdjustedLangevin", "log_green"]

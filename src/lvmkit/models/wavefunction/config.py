@@ -8,6 +8,10 @@ from pydantic import Field, model_validator
 from lvmkit.core.config import ModelConfig
 from lvmkit.core.errors import ConfigError
 
+#: the samplers (samplers.VMC_KERNELS) that move particle coordinates, and those that move spins
+CONTINUOUS_SAMPLERS = ("langevin", "metropolis", "gibbs")
+SPIN_SAMPLERS = ("flip", "exchange")
+
 _TRAP_KEYS = ("particles", "dims", "omega", "coulomb", "statistics", "hidden", "sigma", "square_root", "jastrow")
 _SPIN_KEYS = ("sites", "field", "coupling", "alpha")
 
@@ -77,7 +81,7 @@ class VMCConfig(ModelConfig):
             if self.jastrow and self.dims == 1:
                 raise ConfigError("model.jastrow's cusp factor 1/(D - 1) needs model.dims >= 2; turn model.jastrow off in 1-D.")
             sampler = self.sampler or "langevin"
-            if sampler not in ("langevin", "metropolis", "gibbs"):
+            if sampler not in CONTINUOUS_SAMPLERS:
                 raise ConfigError(f"model.sampler = {sampler!r} moves spins; particles in a trap take 'langevin', "
                                   "'metropolis' or 'gibbs'.")
             if sampler == "gibbs" and (not self.square_root or self.jastrow):
@@ -86,7 +90,7 @@ class VMCConfig(ModelConfig):
                                   "false, or use model.sampler = 'langevin'.")
         else:
             sampler = self.sampler or ("exchange" if self.system == "heisenberg" else "flip")
-            if sampler not in ("flip", "exchange"):
+            if sampler not in SPIN_SAMPLERS:
                 raise ConfigError(f"model.sampler = {sampler!r} moves coordinates; spin chains take 'flip' or 'exchange'.")
             if self.system == "heisenberg" and self.sites % 2:
                 raise ConfigError(f"The Heisenberg chain's Marshall sign rule needs an even number of sites, got "

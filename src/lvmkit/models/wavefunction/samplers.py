@@ -18,18 +18,16 @@ sample exp(-free energy):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-from lvmkit.core.errors import ConfigError
+from lvmkit.core.registry import Registry
 from lvmkit.models.mcmc.base import AbstractSampler, ChainState
 from lvmkit.models.mcmc.chains import Gibbs, MetropolisHastings
 from lvmkit.models.mcmc.mala import MetropolisAdjustedLangevin
 from lvmkit.models.wavefunction.spin_rbm import log_2cosh
-
-CONTINUOUS = ("langevin", "metropolis", "gibbs")
-SPIN = ("flip", "exchange")
 
 
 class Density:
@@ -158,19 +156,18 @@ class Exchange(_SpinMoves, AbstractSampler[Density]):
         return self._metropolis(target, state, prop, da, dtheta, generator, x.dtype)
 
 
+#: the kernels a config's ``model.sampler`` names (module docstring), each built from ``model.step_size``
+VMC_KERNELS: Registry[Callable[[float], AbstractSampler]] = Registry("VMC sampler")
+VMC_KERNELS.register("metropolis")(lambda step_size: MetropolisHastings(proposal=step_size))
+VMC_KERNELS.register("langevin")(lambda step_size: MetropolisAdjustedLangevin(step_size=step_size / 2))  # eps = dt / 2
+VMC_KERNELS.register("gibbs")(lambda step_size: Gibbs())
+VMC_KERNELS.register("flip")(lambda step_size: SpinFlip())
+VMC_KERNELS.register("exchange")(lambda step_size: Exchange())
+
+
 def make_kernel(name: str, step_size: float) -> AbstractSampler:
-    """The kernel a config's ``model.sampler`` names (module docstring)."""
-    if name == "metropolis":
-        return MetropolisHastings(proposal=step_size)
-    if name == "langevin":
-        return MetropolisAdjustedLangevin(step_size=step_size / 2)
-    if name == "gibbs":
-        return Gibbs()
-    if name == "flip":
-        return SpinFlip()
-    if name == "exchange":
-        return Exchange()
-    raise ConfigError(f"Unknown VMC sampler {name!r}; choose one of: {', '.join(CONTINUOUS + SPIN)}.")
+    """The kernel a config's ``model.sampler`` names, built from its step size."""
+    return VMC_KERNELS.get(name)(step_size)
 
 
 @dataclass(frozen=True)
@@ -200,4 +197,4 @@ def draw(kernel: AbstractSampler, density: Density, chains: Tensor, *, burn_in: 
     return Draw(torch.stack(kept, 1), density.decode(state.x), acceptance)
 
 
-__all__ = ["CONTINUOUS", "Density", "Draw", "Exchange", "SPIN", "SpinFlip", "SpinState", "draw", "make_kernel"]
+__all__ = ["Density", "Draw", "Exchange", "SpinFlip", "SpinState", "VMC_KERNELS", "draw", "make_kernel"]
