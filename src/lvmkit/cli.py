@@ -46,12 +46,21 @@ def train(
     from lvmkit.training.train import resume as _resume
     from lvmkit.training.train import train as _train
 
+    _start_or_resume(_train, _resume, load_config, config, set_, out, resume, overwrite, report, quiet)
+
+
+def _start_or_resume(start, restart, load, config: Optional[Path], set_: list[str], out: Optional[Path],
+                     resume: Optional[Path], overwrite: bool, report: bool, quiet: bool, needs_config: str | None = None) -> None:
+    """What `train` and `vmc` share: --resume alone, or a config (``load``ed with --set) started in
+    --out, whose old run --overwrite deletes once the config is valid; prints the run directory."""
     if resume is not None:
         if config is not None or set_ or out is not None or overwrite:
             raise LvmkitError("--resume continues a run with its own config; do not pass CONFIG, --set, --out or --overwrite with it.")
-        run = _resume(resume, progress=not quiet, report=report)
+        run = restart(resume, progress=not quiet, report=report)
     else:
-        cfg = load_config(config, set_)
+        if config is None and needs_config:
+            raise LvmkitError(needs_config)
+        cfg = load(config, set_)
         if overwrite:
             if out is None:
                 raise LvmkitError("--overwrite replaces the run in --out, but no --out was given; pass --out RUN_DIRECTORY.")
@@ -60,7 +69,7 @@ def train(
 
             if not made_by_this_launch(out):  # a torchrun restart keeps the run it made, to resume it
                 clear_run_directory(out)  # after the config is validated: a typo does not cost the old run
-        run = _train(cfg, out, progress=not quiet, report=report)
+        run = start(cfg, out, progress=not quiet, report=report)
     typer.echo(str(run.path))
 
 
@@ -77,22 +86,8 @@ def vmc(
     """Variational Monte Carlo: train a trial wave function (energy ± blocking error per iteration); prints the run directory."""
     from lvmkit.training.vmc import load_vmc_config, vmc as _vmc, vmc_resume
 
-    if resume is not None:
-        if config is not None or set_ or out is not None or overwrite:
-            raise LvmkitError("--resume continues a run with its own config; do not pass CONFIG, --set, --out or --overwrite with it.")
-        run = vmc_resume(resume, progress=not quiet, report=report)
-    else:
-        if config is None:
-            raise LvmkitError("lvmkit vmc needs a config file, e.g. configs/vmc_ho_1d.toml; pass its path.")
-        cfg = load_vmc_config(config, set_)
-        if overwrite:
-            if out is None:
-                raise LvmkitError("--overwrite replaces the run in --out, but no --out was given; pass --out RUN_DIRECTORY.")
-            from lvmkit.runs.run import clear_run_directory
-
-            clear_run_directory(out)
-        run = _vmc(cfg, out, progress=not quiet, report=report)
-    typer.echo(str(run.path))
+    _start_or_resume(_vmc, vmc_resume, load_vmc_config, config, set_, out, resume, overwrite, report, quiet,
+                     needs_config="lvmkit vmc needs a config file, e.g. configs/vmc_ho_1d.toml; pass its path.")
 
 
 @app.command()
