@@ -6,6 +6,7 @@ to the uninterrupted weights; a restarted process finds the store of its own att
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import platform
@@ -56,6 +57,30 @@ def _torchrun(launch: list[str], *args: str, env: dict | None = None, cwd: Path 
                             env={**_env(), **(env or {})})
 
 
+# gloo/c10d transport failures between local processes (seen in about one of three full-suite runs
+# on the 2-core machine: a peer's socket reset during the restarted group's first all-reduce, or
+# the rendezvous store's pipe broken); not a wrong result, and an attempt in a fresh directory
+# passes. Any other failure is reported at once.
+TRANSPORT_ERRORS = ("Connection reset by peer", "Broken pipe", "connectFullMesh", "Connection refused")
+
+
+def _retry_transport_error(test):
+    """Run ``test`` in ``tmp_path/attempt0``; once more in ``attempt1`` only when a launch failed
+    with one of TRANSPORT_ERRORS."""
+    @functools.wraps(test)
+    def run(**kw):
+        tmp = kw.pop("tmp_path")
+        for attempt in (0, 1):
+            sub = tmp / f"attempt{attempt}"
+            sub.mkdir()
+            try:
+                return test(tmp_path=sub, **kw)
+            except AssertionError as e:
+                if attempt or not any(t in str(e) for t in TRANSPORT_ERRORS):
+                    raise
+    return run
+
+
 def _finish(p: subprocess.Popen, timeout: float = 180) -> str:
     _, err = p.communicate(timeout=timeout)
     assert p.returncode == 0, err[-3000:]
@@ -73,6 +98,7 @@ def _epochs(run: Path) -> list[int]:
 @needs_torchrun
 @pytest.mark.slow
 @pytest.mark.parametrize("out", ["default", "overwrite"])
+@_retry_transport_error
 def test_a_process_killed_mid_epoch_restarts_from_the_last_checkpoint_and_ends_with_the_uninterrupted_weights(
         tmp_path, config, one_node, out):
     if out == "default":  # no --out: the restart finds its run among the default runs/ae-digits-TIME
@@ -133,13 +159,20 @@ def test_a_restart_does_not_resume_a_run_another_launch_left_in_out(tmp_path, co
 
 @needs_torchrun
 @pytest.mark.slow
+@_retry_transport_error
 def test_two_nodes_of_one_process_give_the_weights_of_one_node_of_two(tmp_path, config, one_node):
     endpoint = f"127.0.0.1:{_free_port()}"
     nodes = [_torchrun(["--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(r), "--rdzv-backend", "c10d",
                         "--rdzv-endpoint", endpoint, "--rdzv-id", "two-nodes"],
                        str(config), "--out", str(tmp_path / "nodes"), "--quiet") for r in (0, 1)]
-    for p in nodes:
-        _finish(p)
+    try:
+        for p in nodes:
+            _finish(p)
+    finally:  # a node left waiting by the other's failure must not outlive the test
+        for p in nodes:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
     assert _epochs(tmp_path / "nodes") == [1, 2, 3]
     a, b = _weights(tmp_path / "nodes"), one_node
     assert a.keys() == b.keys()
